@@ -1,0 +1,2 @@
+//! Drain accounting for any tokio server (work in progress).
+#![forbid(unsafe_code)]
