@@ -1,0 +1,273 @@
+//! The environment of the handover protocol, read by the rules of sd_listen_fds(3).
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+
+use crate::Error;
+
+/// The number of sockets handed over, starting at fd 3.
+pub const LISTEN_FDS: &str = "LISTEN_FDS";
+/// The pid the handed-over sockets are meant for; any other process must ignore them.
+pub const LISTEN_PID: &str = "LISTEN_PID";
+/// The names of the handed-over sockets, separated by `:`.
+pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// The write end of the readiness pipe, written to by the new process once it serves.
+pub const READY_FD: &str = "GRACENET_READY_FD";
+/// How many handovers came before this process (0 for the first).
+pub const GENERATION: &str = "GRACENET_GENERATION";
+
+/// Every variable the protocol sets; none of them must reach an unrelated subprocess.
+pub(crate) const ALL: [&str; 5] = [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, READY_FD, GENERATION];
+
+/// The first inherited descriptor (`SD_LISTEN_FDS_START`).
+pub(crate) const FIRST_FD: RawFd = 3;
+
+/// What the environment hands to this process.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Handed {
+    /// `(fd, name)` for each inherited socket, in order from fd 3.
+    pub(crate) fds: Vec<(RawFd, String)>,
+    /// The readiness pipe, when a parent waits for this process.
+    pub(crate) ready_fd: Option<RawFd>,
+    /// The generation of this process.
+    pub(crate) generation: u64,
+    /// `LISTEN_PID` named another process: the variables were left over, not meant for us.
+    pub(crate) foreign_pid: Option<u32>,
+}
+
+/// Reads the protocol's variables through `var`, for the process `pid` whose descriptors stop
+/// below `fd_limit` (`RLIMIT_NOFILE`).
+///
+/// Follows sd_listen_fds(3): without `LISTEN_PID`, nothing is ours; a `LISTEN_PID` of another
+/// process means the variables were inherited by accident and are ignored (as libsystemd does);
+/// `LISTEN_FDNAMES`, when set, must name every descriptor. Descriptors are not touched here.
+pub(crate) fn parse(
+    var: impl Fn(&str) -> Option<OsString>,
+    pid: u32,
+    fd_limit: u64,
+) -> Result<Handed, Error> {
+    let read = |name: &'static str| -> Result<Option<String>, Error> {
+        match var(name) {
+            None => Ok(None),
+            Some(v) => v.into_string().map(Some).map_err(|v| Error::InvalidEnv {
+                var: name,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not valid UTF-8".into(),
+            }),
+        }
+    };
+    let invalid = |var: &'static str, value: &str, reason: String| Error::InvalidEnv {
+        var,
+        value: value.to_owned(),
+        reason,
+    };
+
+    let Some(listen_pid) = read(LISTEN_PID)? else {
+        return Ok(Handed::default());
+    };
+    let listen_pid = parse_number(&listen_pid)
+        .filter(|&p| p > 0 && p <= u64::from(u32::MAX))
+        .map(|p| p as u32)
+        .ok_or_else(|| {
+            invalid(
+                LISTEN_PID,
+                &listen_pid,
+                "expected a positive process id".into(),
+            )
+        })?;
+    if listen_pid != pid {
+        return Ok(Handed {
+            foreign_pid: Some(listen_pid),
+            ..Handed::default()
+        });
+    }
+
+    let count = match read(LISTEN_FDS)? {
+        None => 0,
+        Some(value) => {
+            let n = parse_number(&value).ok_or_else(|| {
+                invalid(
+                    LISTEN_FDS,
+                    &value,
+                    "expected a non-negative decimal number".into(),
+                )
+            })?;
+            let room = fd_limit.saturating_sub(FIRST_FD as u64);
+            if n > room {
+                return Err(invalid(
+                    LISTEN_FDS,
+                    &value,
+                    format!("more descriptors than the open file limit allows ({fd_limit})"),
+                ));
+            }
+            n as usize
+        }
+    };
+    let fds = (0..count).map(|i| FIRST_FD + i as RawFd);
+
+    let names: Vec<String> = match read(LISTEN_FDNAMES)? {
+        None => vec!["unknown".to_owned(); count],
+        Some(value) if count == 0 && value.is_empty() => Vec::new(),
+        Some(value) => {
+            let names: Vec<String> = value.split(':').map(str::to_owned).collect();
+            if names.len() != count {
+                return Err(invalid(
+                    LISTEN_FDNAMES,
+                    &value,
+                    format!("{} names for LISTEN_FDS={count}", names.len()),
+                ));
+            }
+            names
+        }
+    };
+
+    let ready_fd = match read(READY_FD)? {
+        None => None,
+        Some(value) => {
+            let fd = parse_number(&value)
+                .filter(|&fd| fd >= FIRST_FD as u64 + count as u64 && fd < fd_limit)
+                .ok_or_else(|| {
+                    invalid(
+                        READY_FD,
+                        &value,
+                        format!("expected a descriptor number after the {count} listening sockets"),
+                    )
+                })?;
+            Some(fd as RawFd)
+        }
+    };
+
+    let generation = match read(GENERATION)? {
+        None => 0,
+        Some(value) => parse_number(&value).ok_or_else(|| {
+            invalid(
+                GENERATION,
+                &value,
+                "expected a non-negative decimal number".into(),
+            )
+        })?,
+    };
+
+    Ok(Handed {
+        fds: fds.zip(names).collect(),
+        ready_fd,
+        generation,
+        foreign_pid: None,
+    })
+}
+
+/// A plain decimal number: digits only (no sign, no spaces), as systemd writes them.
+fn parse_number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(vars: &[(&str, &str)]) -> Result<Handed, Error> {
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        parse(|k| map.get(k).cloned(), 100, 1024)
+    }
+
+    fn invalid_var(r: Result<Handed, Error>) -> &'static str {
+        match r {
+            Err(Error::InvalidEnv { var, .. }) => var,
+            other => panic!("expected InvalidEnv, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nothing_without_listen_pid() {
+        assert_eq!(run(&[("LISTEN_FDS", "2")]).unwrap(), Handed::default());
+    }
+
+    #[test]
+    fn another_pid_means_not_ours() {
+        let h = run(&[("LISTEN_PID", "101"), ("LISTEN_FDS", "2")]).unwrap();
+        assert!(h.fds.is_empty());
+        assert_eq!(h.foreign_pid, Some(101));
+    }
+
+    #[test]
+    fn fds_and_names() {
+        let h = run(&[
+            ("LISTEN_PID", "100"),
+            ("LISTEN_FDS", "2"),
+            ("LISTEN_FDNAMES", "http:admin"),
+            ("GRACENET_READY_FD", "5"),
+            ("GRACENET_GENERATION", "7"),
+        ])
+        .unwrap();
+        assert_eq!(h.fds, vec![(3, "http".to_owned()), (4, "admin".to_owned())]);
+        assert_eq!(h.ready_fd, Some(5));
+        assert_eq!(h.generation, 7);
+    }
+
+    #[test]
+    fn names_default_to_unknown() {
+        let h = run(&[("LISTEN_PID", "100"), ("LISTEN_FDS", "1")]).unwrap();
+        assert_eq!(h.fds, vec![(3, "unknown".to_owned())]);
+        let h = run(&[
+            ("LISTEN_PID", "100"),
+            ("LISTEN_FDS", "0"),
+            ("LISTEN_FDNAMES", ""),
+        ])
+        .unwrap();
+        assert!(h.fds.is_empty());
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for fds in [
+            "abc",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "",
+            "99999999999999999999999",
+            "1022",
+        ] {
+            assert_eq!(
+                invalid_var(run(&[("LISTEN_PID", "100"), ("LISTEN_FDS", fds)])),
+                LISTEN_FDS,
+                "{fds}"
+            );
+        }
+        for pid in ["abc", "0", "-100", "4294967296"] {
+            assert_eq!(
+                invalid_var(run(&[("LISTEN_PID", pid), ("LISTEN_FDS", "1")])),
+                LISTEN_PID,
+                "{pid}"
+            );
+        }
+        assert_eq!(
+            invalid_var(run(&[
+                ("LISTEN_PID", "100"),
+                ("LISTEN_FDS", "2"),
+                ("LISTEN_FDNAMES", "a")
+            ])),
+            LISTEN_FDNAMES
+        );
+        assert_eq!(
+            invalid_var(run(&[
+                ("LISTEN_PID", "100"),
+                ("LISTEN_FDS", "2"),
+                ("GRACENET_READY_FD", "4")
+            ])),
+            READY_FD
+        );
+        assert_eq!(
+            invalid_var(run(&[("LISTEN_PID", "100"), ("GRACENET_GENERATION", "x")])),
+            GENERATION
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The pid file, replaced atomically so that a reader never sees it empty or half written.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// Writes `pid` followed by a newline to `path` through a temporary file in the same
+/// directory and a rename, so the file always holds one whole pid: the old one or the new one.
+pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
+    let err = |source| Error::PidFile {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = temp_path(path, pid).map_err(err)?;
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        writeln!(f, "{pid}")?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Removes the pid file if it still names `pid` (a newer process may have replaced it).
+pub(crate) fn remove(path: &Path, pid: u32) -> Result<(), Error> {
+    let err = |source| Error::PidFile {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(s) if s.trim() == pid.to_string() => fs::remove_file(path).map_err(err),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn temp_path(path: &Path, pid: u32) -> io::Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the pid file path has no file name",
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{pid}.tmp"));
+    Ok(path.with_file_name(tmp_name))
+}

@@ -1,0 +1,422 @@
+//! Starting the next process with the listening sockets on fds 3.. and waiting for it to
+//! report ready.
+//!
+//! This is plain `fork` + `execve` rather than `std::process::Command`, for two reasons.
+//! `LISTEN_PID` must hold the child's own pid, which exists only after the fork, and
+//! `Command` builds its environment before forking. And moving descriptors onto 3.. inside a
+//! `pre_exec` hook can overwrite the pipe `Command` uses to report a failed `execve`, so that
+//! `spawn()` returns `Ok` for a binary that never ran. Here every descriptor the child needs
+//! is first copied *above* the target range, the exec-error pipe included, so the moves can
+//! never collide, and a failed `execve` always reaches the parent as an error.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::iter;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2, read};
+
+use crate::Error;
+use crate::env::FIRST_FD;
+
+/// The room reserved in the `LISTEN_PID=` entry for the child to write its pid into.
+const PID_ROOM: usize = 24;
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// What the new process gets besides the sockets.
+pub(crate) struct Spec<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) args: &'a [OsString],
+    pub(crate) cwd: &'a Path,
+    /// The complete environment except `LISTEN_PID` and `GRACENET_READY_FD`, which only the
+    /// spawn knows.
+    pub(crate) env: Vec<(OsString, OsString)>,
+}
+
+/// A new process that has been started and not yet reported ready.
+///
+/// Dropping it before [`wait_ready`](Spawned::wait_ready) succeeded kills and reaps it, so a
+/// failed upgrade never leaves a half-started process or a zombie behind.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pid: Pid,
+    ready: OwnedFd,
+    pidfd: Option<OwnedFd>,
+    settled: bool,
+}
+
+/// Starts `spec.path` with `fds` on descriptors 3.. and the readiness pipe after them.
+///
+/// Returns once the child has successfully called `execve`, or the error it got.
+pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, Error> {
+    let spawn_err = |source: io::Error| Error::Spawn {
+        path: spec.path.to_owned(),
+        source,
+    };
+    let cstring = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| {
+            spawn_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "argument or variable holds a NUL byte",
+            ))
+        })
+    };
+
+    let ready_target = FIRST_FD + fds.len() as RawFd;
+    let path = cstring(spec.path.as_os_str().as_bytes())?;
+    let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
+    let argv = spec
+        .args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut env = Vec::with_capacity(spec.env.len() + 2);
+    for (k, v) in &spec.env {
+        let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
+        entry.extend_from_slice(k.as_bytes());
+        entry.push(b'=');
+        entry.extend_from_slice(v.as_bytes());
+        env.push(cstring(&entry)?);
+    }
+    env.push(cstring(
+        format!("{}={ready_target}", crate::env::READY_FD).as_bytes(),
+    )?);
+
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+
+    // Copies of every descriptor the child moves onto 3..=ready_target, all numbered above
+    // that range, so that no move overwrites a descriptor still to be moved or the error pipe.
+    // They are close-on-exec: the new process keeps only the moved copies.
+    let floor = ready_target + 1;
+    let sources = fds
+        .iter()
+        .map(|fd| fd.as_fd())
+        .chain(iter::once(ready_w.as_fd()))
+        .map(|fd| dup_above(fd, floor))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(spawn_err)?;
+    let err_w = dup_above(err_w.as_fd(), floor).map_err(spawn_err)?;
+    let source_fds: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
+
+    // The `LISTEN_PID=` entry is written by the child after the fork, in place, into room
+    // reserved here: allocating in the forked child of a multithreaded process is not allowed.
+    let mut pid_entry = Vec::with_capacity(LISTEN_PID_PREFIX.len() + PID_ROOM);
+    pid_entry.extend_from_slice(LISTEN_PID_PREFIX);
+    pid_entry.resize(LISTEN_PID_PREFIX.len() + PID_ROOM, 0);
+    let pid_entry_ptr: *mut u8 = pid_entry.as_mut_ptr();
+
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(iter::once(std::ptr::null()))
+        .collect();
+    let envp_ptrs: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(iter::once(pid_entry_ptr.cast_const().cast()))
+        .chain(iter::once(std::ptr::null()))
+        .collect();
+
+    let exec = Exec {
+        sources: &source_fds,
+        path: path.as_ptr(),
+        cwd: cwd.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        pid_digits: pid_entry_ptr.wrapping_add(LISTEN_PID_PREFIX.len()),
+        err_fd: err_w.as_raw_fd(),
+    };
+
+    // SAFETY: fork itself is safe to call; what makes it delicate is what the child does
+    // before execve in a copy of a possibly multithreaded process. The child runs only
+    // `exec_child`, which makes async-signal-safe calls on memory prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(spawn_err(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; every pointer in `exec` points into
+        // buffers allocated before the fork, which the child's copy of memory still holds.
+        unsafe { exec_child(&exec) }
+    }
+    let pid = Pid::from_raw(pid);
+
+    // The parent's copies: closing them is what lets the error pipe reach EOF on a
+    // successful exec, and the readiness pipe reach EOF when the child goes away.
+    drop(sources);
+    drop(ready_w);
+    drop(err_w);
+
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match read(&err_r, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                kill_and_reap(pid);
+                return Err(spawn_err(e.into()));
+            }
+        }
+    }
+    if got > 0 {
+        // The child failed before or in execve and exits with 127: reap it.
+        reap(pid);
+        let source = if got == errno.len() {
+            io::Error::from_raw_os_error(i32::from_ne_bytes(errno))
+        } else {
+            io::Error::other("the new process failed before execve")
+        };
+        return Err(Error::Exec {
+            path: spec.path.to_owned(),
+            source,
+        });
+    }
+
+    Ok(Spawned {
+        pid,
+        ready: ready_r,
+        pidfd: pidfd_open(pid),
+        settled: false,
+    })
+}
+
+impl Spawned {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.as_raw().unsigned_abs()
+    }
+
+    /// Waits until the child writes to the readiness pipe, exits, or `timeout` passes.
+    ///
+    /// On any error the child has been killed (if still running) and reaped.
+    pub(crate) fn wait_ready(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let pid = self.pid();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pipe_open = true;
+        loop {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if remaining == Some(Duration::ZERO) {
+                self.kill();
+                return Err(Error::ReadyTimeout {
+                    pid,
+                    timeout: timeout.unwrap_or_default(),
+                });
+            }
+            // Without a pidfd (Linux before 5.3), exits are noticed by polling waitpid.
+            let wait = match (&self.pidfd, remaining) {
+                (Some(_), r) => r,
+                (None, r) => Some(r.map_or(FALLBACK_POLL, |r| r.min(FALLBACK_POLL))),
+            };
+            let timeout = wait
+                .map(|w| PollTimeout::try_from(w).unwrap_or(PollTimeout::MAX))
+                .unwrap_or(PollTimeout::NONE);
+            let mut pfds = Vec::with_capacity(2);
+            if pipe_open {
+                pfds.push(PollFd::new(self.ready.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(pidfd) = &self.pidfd {
+                pfds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut pfds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.kill();
+                    return Err(Error::Wait {
+                        pid,
+                        source: e.into(),
+                    });
+                }
+            }
+            let pipe_woke = pipe_open
+                && pfds
+                    .first()
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty());
+            drop(pfds);
+
+            if pipe_woke {
+                let mut buf = [0u8; 64];
+                match read(&self.ready, &mut buf) {
+                    Ok(0) => pipe_open = false,
+                    Ok(_) => {
+                        self.settled = true;
+                        return Ok(());
+                    }
+                    Err(Errno::EINTR | Errno::EAGAIN) => {}
+                    Err(e) => {
+                        self.kill();
+                        return Err(Error::Wait {
+                            pid,
+                            source: e.into(),
+                        });
+                    }
+                }
+            }
+
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.settled = true;
+                    return Err(Error::ChildExited { pid, code });
+                }
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    self.settled = true;
+                    return Err(Error::ChildKilled {
+                        pid,
+                        signal: signal.as_str().to_owned(),
+                    });
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // ECHILD: something else in this process reaped it.
+                    self.settled = true;
+                    return Err(Error::Wait {
+                        pid,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if !self.settled {
+            kill_and_reap(self.pid);
+            self.settled = true;
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How often exits are checked for without a pidfd.
+const FALLBACK_POLL: Duration = Duration::from_millis(10);
+
+fn kill_and_reap(pid: Pid) {
+    // ESRCH (already gone) is fine: it is reaped below either way.
+    let _ = kill(pid, Signal::SIGKILL);
+    reap(pid);
+}
+
+fn reap(pid: Pid) {
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            // Reaped, or ECHILD: nothing left to reap.
+            _ => return,
+        }
+    }
+}
+
+fn dup_above(fd: BorrowedFd<'_>, floor: RawFd) -> io::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(floor))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; it touches
+    // no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = RawFd::try_from(fd).ok()?;
+    // SAFETY: pidfd_open returned a new descriptor (always close-on-exec) that nothing owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Everything the forked child needs, prepared before the fork.
+struct Exec<'a> {
+    sources: &'a [RawFd],
+    path: *const libc::c_char,
+    cwd: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    pid_digits: *mut u8,
+    err_fd: RawFd,
+}
+
+/// Runs in the forked child: moves the descriptors into place and execs.
+///
+/// # Safety
+///
+/// Must only be called in a child just returned from `fork`, with pointers into memory
+/// prepared before the fork: `pid_digits` must have room for at least 11 bytes followed by
+/// zeros. Only async-signal-safe functions are called: no allocation, no locks, no panics.
+unsafe fn exec_child(x: &Exec<'_>) -> ! {
+    for (i, &src) in x.sources.iter().enumerate() {
+        // SAFETY: dup2 on descriptor numbers; every source is above the target range.
+        if unsafe { libc::dup2(src, FIRST_FD + i as RawFd) } < 0 {
+            // SAFETY: see `fail`.
+            unsafe { fail(x.err_fd) }
+        }
+    }
+    // SAFETY: chdir reads a NUL-terminated string prepared before the fork.
+    if unsafe { libc::chdir(x.cwd) } < 0 {
+        // SAFETY: see `fail`.
+        unsafe { fail(x.err_fd) }
+    }
+    // Signal state survives execve: unblock everything, and give SIGPIPE its default action
+    // back (the Rust runtime ignores it, and an ignored signal stays ignored across exec).
+    // SAFETY: a zeroed sigset_t is valid storage; sigemptyset initialises it.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is valid, writable storage for a signal set.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: sets the signal mask of this (only) thread from a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+    // SAFETY: resets one signal's disposition to its default.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() }.unsigned_abs();
+    let mut digits = [0u8; 10];
+    let mut n = pid;
+    let mut start = digits.len();
+    while start > 0 {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (k, &d) in digits[start..].iter().enumerate() {
+        // SAFETY: at most 10 digits go into room of PID_ROOM (24) zeroed bytes, leaving the
+        // terminating NUL in place.
+        unsafe { x.pid_digits.wrapping_add(k).write(d) };
+    }
+
+    // SAFETY: path, argv and envp are NUL-terminated strings and NULL-terminated arrays
+    // prepared before the fork.
+    unsafe { libc::execve(x.path, x.argv, x.envp) };
+    // SAFETY: see `fail`.
+    unsafe { fail(x.err_fd) }
+}
+
+/// Reports `errno` through the error pipe and exits without running any destructors.
+///
+/// # Safety
+///
+/// Only for the forked child: `_exit` skips everything the parent's copy of memory would run.
+unsafe fn fail(err_fd: RawFd) -> ! {
+    let errno = Errno::last_raw().to_ne_bytes();
+    // SAFETY: writes 4 bytes from a local array to a descriptor; a failure cannot be reported
+    // anywhere else, and the parent then sees a short message.
+    unsafe { libc::write(err_fd, errno.as_ptr().cast(), errno.len()) };
+    // SAFETY: _exit ends the process at once.
+    unsafe { libc::_exit(127) }
+}
