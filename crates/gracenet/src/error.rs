@@ -147,6 +147,10 @@ pub enum Error {
         pid: u32,
     },
 
+    /// [`Net::close`](crate::Net::close) ran: this process is stopping and hands nothing over.
+    #[error("the listeners are closed; this process is stopping")]
+    Closed,
+
     /// Reporting readiness to the parent process failed.
     #[error("cannot report readiness to the parent process: {source}")]
     Ready {

@@ -59,7 +59,7 @@ pub use endpoint::{Endpoint, Kind, ParseEndpointError};
 pub use env::{GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD};
 pub use error::Error;
 pub use net::{
-    Builder, Child, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT, InheritedSocket, Listener, Net,
+    Builder, Child, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT, Listener, Net, SocketInfo,
     scrub_command,
 };
 pub use sys::socket_inode;

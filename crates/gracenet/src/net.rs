@@ -46,6 +46,7 @@ pub struct Net {
     pid_file: Option<PathBuf>,
     ready_timeout: Option<Duration>,
     generation: u64,
+    has_parent: bool,
     ignored_listen_pid: Option<u32>,
     upgrading: Arc<AtomicBool>,
     superseded_by: AtomicU32,
@@ -61,6 +62,8 @@ struct State {
     requests: HashMap<Endpoint, usize>,
     ready_pipe: Option<OwnedFd>,
     ready_done: bool,
+    /// [`Net::close`] ran: nothing is handed over any more.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -77,19 +80,24 @@ struct Active {
     /// after the application dropped its listener to stop accepting.
     socket: Socket,
     name: String,
+    kind: Kind,
     endpoint: Option<Endpoint>,
+    inherited: bool,
 }
 
-/// A socket that was handed to this process, as reported by [`Net::inherited`].
+/// A socket as reported by [`Net::inherited`] and [`Net::listeners`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct InheritedSocket {
-    /// Its name from `LISTEN_FDNAMES` (`unknown` when none was given).
+pub struct SocketInfo {
+    /// Its name: from `LISTEN_FDNAMES` (`unknown` when none was given) for an inherited socket
+    /// not yet claimed, else the name it is handed over under.
     pub name: String,
     /// What kind of socket it is.
     pub kind: Kind,
     /// Its local address, when it has one.
     pub endpoint: Option<Endpoint>,
+    /// Whether this process inherited it (rather than binding it fresh).
+    pub inherited: bool,
 }
 
 /// A socket returned by [`Net::listen`].
@@ -196,6 +204,7 @@ impl Builder {
         } else {
             Default::default()
         };
+        let has_parent = ready_pipe.is_some();
         Ok(Net {
             state: Mutex::new(State {
                 inherited,
@@ -209,6 +218,7 @@ impl Builder {
             pid_file: self.pid_file,
             ready_timeout: self.ready_timeout,
             generation: handed.generation,
+            has_parent,
             ignored_listen_pid: handed.foreign_pid,
             upgrading: Arc::new(AtomicBool::new(false)),
             superseded_by: AtomicU32::new(0),
@@ -377,6 +387,15 @@ impl Net {
         }
     }
 
+    /// Returns a unix stream listener with `name` in the Linux abstract namespace (without the
+    /// leading NUL byte).
+    pub fn listen_unix_abstract(&self, name: &[u8]) -> Result<UnixListener, Error> {
+        match self.listen(&Endpoint::UnixAbstract(name.to_vec()), None)? {
+            Listener::Unix(l) => Ok(l),
+            _ => unreachable_kind(Kind::UnixStream),
+        }
+    }
+
     /// Returns a socket for `endpoint`, optionally named.
     ///
     /// An inherited socket is used when one matches: first by name (the given `name`, or for an
@@ -435,7 +454,7 @@ impl Net {
                 })
             })?
         });
-        let (socket, actual) = match found {
+        let (socket, actual, inherited) = match found {
             Some(i) => {
                 let inherited = st.inherited.remove(i);
                 let socket = inherited.socket;
@@ -446,20 +465,24 @@ impl Net {
                         socket.listen(self.backlog).map_err(bind_err)?;
                     }
                 }
-                (socket, inherited.endpoint)
+                (socket, inherited.endpoint, true)
             }
             None => {
                 let socket = self.bind(endpoint).map_err(bind_err)?;
                 let actual = sys::inspect(&socket).map_err(bind_err)?.1;
-                (socket, actual)
+                (socket, actual, false)
             }
         };
-        let copy = socket.try_clone().map_err(bind_err)?;
-        st.active.push(Active {
-            socket: copy,
-            name: key,
-            endpoint: actual,
-        });
+        if !st.closed {
+            let copy = socket.try_clone().map_err(bind_err)?;
+            st.active.push(Active {
+                socket: copy,
+                name: key,
+                kind: endpoint.kind(),
+                endpoint: actual,
+                inherited,
+            });
+        }
         Ok(match endpoint.kind() {
             Kind::Tcp => Listener::Tcp(socket.into()),
             Kind::Udp => Listener::Udp(socket.into()),
@@ -512,14 +535,29 @@ impl Net {
     }
 
     /// The sockets handed to this process that nothing has claimed yet.
-    pub fn inherited(&self) -> Vec<InheritedSocket> {
+    pub fn inherited(&self) -> Vec<SocketInfo> {
         self.state()
             .inherited
             .iter()
-            .map(|i| InheritedSocket {
+            .map(|i| SocketInfo {
                 name: i.name.clone(),
                 kind: i.kind,
                 endpoint: i.endpoint.clone(),
+                inherited: true,
+            })
+            .collect()
+    }
+
+    /// Every socket handed out so far, in order: what the next process gets.
+    pub fn listeners(&self) -> Vec<SocketInfo> {
+        self.state()
+            .active
+            .iter()
+            .map(|a| SocketInfo {
+                name: a.name.clone(),
+                kind: a.kind,
+                endpoint: a.endpoint.clone(),
+                inherited: a.inherited,
             })
             .collect()
     }
@@ -529,9 +567,10 @@ impl Net {
         self.generation
     }
 
-    /// Whether a parent process started this one and waits for [`ready`](Net::ready).
+    /// Whether a parent process started this one and waits (or waited) for
+    /// [`ready`](Net::ready).
     pub fn has_parent(&self) -> bool {
-        self.state().ready_pipe.is_some()
+        self.has_parent
     }
 
     /// The `LISTEN_PID` found in the environment when it named another process: the
@@ -600,6 +639,9 @@ impl Net {
         let guard = UpgradeGuard::acquire(&self.upgrading)?;
         let path = self.executable()?;
         let st = self.state();
+        if st.closed {
+            return Err(Error::Closed);
+        }
         let fds: Vec<BorrowedFd<'_>> = st.active.iter().map(|a| a.socket.as_fd()).collect();
         let names = st
             .active
@@ -670,19 +712,36 @@ impl Net {
         }
     }
 
-    /// For a final stop (not a handover): removes the socket files of this process's unix
-    /// listeners and the pid file if it still names this process. After a handover, the files
-    /// belong to the new process and must be left alone, so never call this then.
-    pub fn remove_files(&self) -> Result<(), Error> {
-        if let Some(path) = &self.pid_file {
-            pidfile::remove(path, std::process::id())?;
-        }
-        for active in &self.state().active {
-            if let Some(Endpoint::Unix(path)) = &active.endpoint {
+    /// For a final stop (not a handover): closes this `Net`'s copies of every socket, removes
+    /// the socket files of its unix listeners, and the pid file if it still names this process.
+    ///
+    /// Once the application has dropped its own listeners too, the ports are closed and new
+    /// clients are refused at once instead of waiting in a backlog nobody accepts from. (A
+    /// socket that systemd or another process also holds stays open there.) Upgrades are
+    /// refused afterwards with [`Error::Closed`]. After a handover, never call this: the files
+    /// belong to the new process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PidFile`] when the pid file cannot be read or removed; the sockets are closed
+    /// and the socket files removed regardless.
+    pub fn close(&self) -> Result<(), Error> {
+        let active = {
+            let mut st = self.state();
+            st.closed = true;
+            st.inherited.clear();
+            std::mem::take(&mut st.active)
+        };
+        for a in &active {
+            if let Some(Endpoint::Unix(path)) = &a.endpoint {
                 let _ = fs::remove_file(self.cwd.join(path));
             }
         }
-        Ok(())
+        drop(active);
+        match &self.pid_file {
+            Some(path) => pidfile::remove(path, std::process::id()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -91,7 +91,7 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, E
     )?);
 
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+    let (err_r, err_w_low) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
 
     // Copies of every descriptor the child moves onto 3..=ready_target, all numbered above
     // that range, so that no move overwrites a descriptor still to be moved or the error pipe.
@@ -104,7 +104,8 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, E
         .map(|fd| dup_above(fd, floor))
         .collect::<Result<Vec<_>, _>>()
         .map_err(spawn_err)?;
-    let err_w = dup_above(err_w.as_fd(), floor).map_err(spawn_err)?;
+    let err_w = dup_above(err_w_low.as_fd(), floor).map_err(spawn_err)?;
+    drop(err_w_low);
     let source_fds: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
 
     // The `LISTEN_PID=` entry is written by the child after the fork, in place, into room

@@ -1,0 +1,218 @@
+//! A test child built on gracenet alone: it takes its sockets from a parent, reports what it
+//! got, says ready, and answers every connection (and datagram) with its pid.
+//!
+//! ```text
+//! netchild [--mode serve|check|exit1|abort|hang] [--listen [NAME=]ENDPOINT]...
+//!          [--report-dir DIR] [--max-seconds N]
+//! ```
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gracenet::{Endpoint, Listener, Net};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+struct Args {
+    mode: String,
+    listen: Vec<(Option<String>, Endpoint)>,
+    report_dir: Option<PathBuf>,
+    max: Duration,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        mode: "serve".into(),
+        listen: Vec::new(),
+        report_dir: None,
+        max: Duration::from_secs(60),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--mode" => args.mode = value()?,
+            "--listen" => {
+                let v = value()?;
+                let (name, spec) = match v.split_once('=') {
+                    Some((n, s)) => (Some(n.to_owned()), s.to_owned()),
+                    None => (None, v),
+                };
+                args.listen.push((name, spec.parse()?));
+            }
+            "--report-dir" => args.report_dir = Some(value()?.into()),
+            "--max-seconds" => args.max = Duration::from_secs(value()?.parse()?),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+/// Whether a subprocess started now sees any of the handover protocol's variables.
+fn subprocess_env_clean() -> anyhow::Result<bool> {
+    let out = Command::new("env").output().context("running env")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(!text
+        .lines()
+        .any(|l| l.starts_with("LISTEN_") || l.starts_with("GRACENET_")))
+}
+
+fn flags(fd: impl AsFd + Copy) -> anyhow::Result<(bool, bool)> {
+    let fd_flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD)?);
+    let fl_flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    Ok((
+        fd_flags.contains(FdFlag::FD_CLOEXEC),
+        fl_flags.contains(OFlag::O_NONBLOCK),
+    ))
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    match args.mode.as_str() {
+        "exit1" => std::process::exit(1),
+        "abort" => std::process::abort(),
+        _ => {}
+    }
+    let net = Net::from_env()?;
+    let env_clean = subprocess_env_clean()?;
+    if args.mode == "check" {
+        println!(
+            "inherited={} ignored_pid={} generation={} has_parent={} env_clean={env_clean}",
+            net.inherited().len(),
+            net.ignored_listen_pid()
+                .map_or("none".to_owned(), |p| p.to_string()),
+            net.generation(),
+            net.has_parent(),
+        );
+        return Ok(());
+    }
+    let deadline = Instant::now() + args.max;
+    if args.mode == "hang" {
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
+    }
+
+    let pid = std::process::id();
+    let mut report = format!(
+        "pid={pid} generation={} env_clean={env_clean}\n",
+        net.generation()
+    );
+    let mut listeners = Vec::new();
+    for (name, endpoint) in &args.listen {
+        let l = net.listen(endpoint, name.as_deref())?;
+        let (inode, (cloexec, nonblock)) = match &l {
+            Listener::Tcp(l) => (gracenet::socket_inode(l)?, flags(l)?),
+            Listener::Unix(l) => (gracenet::socket_inode(l)?, flags(l)?),
+            Listener::Udp(s) => (gracenet::socket_inode(s)?, flags(s)?),
+            _ => bail!("unexpected listener"),
+        };
+        report.push_str(&format!(
+            "listener {endpoint} inode={inode} cloexec={cloexec} nonblock={nonblock}\n"
+        ));
+        listeners.push(l);
+    }
+    if let Some(dir) = &args.report_dir {
+        let tmp = dir.join(format!(".{pid}.tmp"));
+        fs::write(&tmp, &report)?;
+        fs::rename(&tmp, dir.join(format!("{pid}.report")))?;
+    }
+    net.ready()?;
+
+    // Serve until the deadline, without ever switching the shared sockets to blocking mode.
+    let answer = format!("pid {pid}\n");
+    while Instant::now() < deadline {
+        let mut pfds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| {
+                let fd = match l {
+                    Listener::Tcp(l) => l.as_fd(),
+                    Listener::Unix(l) => l.as_fd(),
+                    Listener::Udp(s) => s.as_fd(),
+                    _ => unreachable!("netchild only listens on tcp, unix and udp"),
+                };
+                PollFd::new(fd, PollFlags::POLLIN)
+            })
+            .collect();
+        poll(&mut pfds, PollTimeout::from(100u16))?;
+        let ready: Vec<bool> = pfds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(pfds);
+        for (l, ready) in listeners.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            match l {
+                Listener::Tcp(l) => {
+                    if let Ok((s, _)) = l.accept() {
+                        serve_stream(s, &answer);
+                    }
+                }
+                Listener::Unix(l) => {
+                    if let Ok((s, _)) = l.accept() {
+                        serve_stream(s, &answer);
+                    }
+                }
+                Listener::Udp(s) => {
+                    let mut buf = [0u8; 512];
+                    if let Ok((_, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(answer.as_bytes(), from);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one line and answers with the pid. Accepted sockets are this process's own, so
+/// blocking mode with a timeout is fine for them.
+fn serve_stream<S>(s: S, answer: &str)
+where
+    S: std::io::Read + Write + SetTimeout,
+{
+    let _ = s.set_timeouts(Duration::from_secs(5));
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    let _ = reader.get_mut().write_all(answer.as_bytes());
+}
+
+trait SetTimeout {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl SetTimeout for std::net::TcpStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl SetTimeout for std::os::unix::net::UnixStream {
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netchild: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! A new process that fails in any way gives its own error, leaves no zombie behind, and
+//! changes nothing for the parent, which keeps serving and can upgrade again.
+
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use grace_tests::{Reaper, TempDir, is_reaped, process_exists, wait_for};
+use gracenet::{Error, Net};
+
+const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
+
+fn net_for(exe: &Path, mode: &str, timeout: Duration) -> Net {
+    let exe_str = exe.to_str().unwrap();
+    Net::builder()
+        .inherit(false)
+        .executable(exe)
+        .args([
+            exe_str,
+            "--mode",
+            mode,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--max-seconds",
+            "30",
+        ])
+        .ready_timeout(Some(timeout))
+        .build()
+        .unwrap()
+}
+
+/// The parent's listener still accepts after the failure.
+fn assert_still_serving(listener: &TcpListener) {
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let accepted = wait_for(Duration::from_secs(5), || listener.accept().ok());
+    assert!(
+        accepted.is_some(),
+        "the parent's listener no longer accepts"
+    );
+}
+
+/// Runs an upgrade that must fail, and checks what must hold after any failure.
+fn failed_upgrade(net: &Net, listener: &TcpListener) -> Error {
+    let err = net.upgrade().expect_err("the upgrade must fail");
+    let pid = match &err {
+        Error::ChildExited { pid, .. }
+        | Error::ChildKilled { pid, .. }
+        | Error::ReadyTimeout { pid, .. } => Some(*pid),
+        _ => None,
+    };
+    if let Some(pid) = pid {
+        assert!(is_reaped(pid), "pid {pid} is left as a zombie");
+        assert!(!process_exists(pid), "pid {pid} still runs");
+    }
+    assert_still_serving(listener);
+    err
+}
+
+fn listener(net: &Net) -> TcpListener {
+    net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+#[test]
+fn a_child_that_exits_with_1() {
+    let net = net_for(Path::new(NETCHILD), "exit1", Duration::from_secs(10));
+    let l = listener(&net);
+    match failed_upgrade(&net, &l) {
+        Error::ChildExited { code: 1, .. } => {}
+        other => panic!("expected ChildExited with 1, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_child_killed_by_a_signal() {
+    let net = net_for(Path::new(NETCHILD), "abort", Duration::from_secs(10));
+    let l = listener(&net);
+    match failed_upgrade(&net, &l) {
+        Error::ChildKilled { signal, .. } => assert_eq!(signal, "SIGABRT"),
+        other => panic!("expected ChildKilled, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_child_that_never_reports_ready_is_killed_at_the_timeout() {
+    let net = net_for(Path::new(NETCHILD), "hang", Duration::from_millis(300));
+    let l = listener(&net);
+    match failed_upgrade(&net, &l) {
+        Error::ReadyTimeout { timeout, .. } => assert_eq!(timeout, Duration::from_millis(300)),
+        other => panic!("expected ReadyTimeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_executable_is_an_exec_error_not_a_child_that_dies() {
+    let dir = TempDir::new("missing");
+    let net = net_for(
+        &dir.path().join("no-such-binary"),
+        "serve",
+        Duration::from_secs(10),
+    );
+    let l = listener(&net);
+    match failed_upgrade(&net, &l) {
+        Error::Exec { source, path } => {
+            assert_eq!(source.kind(), ErrorKind::NotFound);
+            assert!(path.ends_with("no-such-binary"));
+        }
+        other => panic!("expected Exec, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_executable_is_an_exec_error() {
+    let dir = TempDir::new("noexec");
+    let file = dir.path().join("server");
+    std::fs::write(&file, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let net = net_for(&file, "serve", Duration::from_secs(10));
+    let l = listener(&net);
+    match failed_upgrade(&net, &l) {
+        Error::Exec { source, .. } => assert_eq!(source.kind(), ErrorKind::PermissionDenied),
+        other => panic!("expected Exec, got {other:?}"),
+    }
+}
+
+/// A deploy that first puts a broken binary in place, then a good one, at the same path.
+#[test]
+fn after_failures_an_upgrade_with_a_good_binary_works() {
+    let dir = TempDir::new("redeploy");
+    let link = dir.path().join("server");
+    let broken = dir.path().join("broken.sh");
+    std::fs::write(&broken, "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&broken, &link).unwrap();
+
+    let net = net_for(&link, "serve", Duration::from_secs(10));
+    let l = listener(&net);
+    for _ in 0..3 {
+        match failed_upgrade(&net, &l) {
+            Error::ChildExited { code: 7, .. } => {}
+            other => panic!("expected ChildExited with 7, got {other:?}"),
+        }
+    }
+    std::fs::remove_file(&link).unwrap();
+    symlink(NETCHILD, &link).unwrap();
+    let pid = net.upgrade().unwrap();
+    let _reaper = Reaper(pid);
+    let answer = grace_tests::exchange(TcpStream::connect(l.local_addr().unwrap()).unwrap(), "x\n");
+    // Both processes accept on the shared socket now; the parent simply does not call accept.
+    assert_eq!(answer.unwrap(), format!("pid {pid}\n"));
+}
+
+#[test]
+fn a_second_upgrade_while_one_is_in_progress_is_refused() {
+    let net = net_for(Path::new(NETCHILD), "serve", Duration::from_secs(10));
+    let _l = listener(&net);
+    let child = net.start_process().unwrap();
+    let _reaper = Reaper(child.pid());
+    assert!(matches!(net.upgrade(), Err(Error::UpgradeInProgress)));
+    assert!(matches!(net.start_process(), Err(Error::UpgradeInProgress)));
+    let pid = child.wait_ready(Some(Duration::from_secs(10))).unwrap();
+    assert!(process_exists(pid));
+}
+
+#[test]
+fn two_restarts_requested_at_once_start_exactly_one_child() {
+    let dir = TempDir::new("twice");
+    let net = Arc::new(
+        Net::builder()
+            .inherit(false)
+            .executable(NETCHILD)
+            .args([
+                NETCHILD,
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--report-dir",
+                dir.path().to_str().unwrap(),
+            ])
+            .ready_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .unwrap(),
+    );
+    let _l = listener(&net);
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (net, barrier) = (Arc::clone(&net), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                net.upgrade()
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let pids: Vec<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let _reapers: Vec<Reaper> = pids.iter().map(|&p| Reaper(p)).collect();
+    assert_eq!(pids.len(), 1, "{results:?}");
+    for r in &results {
+        assert!(
+            matches!(
+                r,
+                Ok(_) | Err(Error::UpgradeInProgress | Error::Superseded { .. })
+            ),
+            "{r:?}"
+        );
+    }
+    let reports = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(reports, 1, "exactly one child process ran");
+    // And after a completed handover, this process refuses to start another.
+    assert!(matches!(net.upgrade(), Err(Error::Superseded { pid }) if pid == pids[0]));
+}

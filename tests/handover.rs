@@ -1,0 +1,243 @@
+//! A real handover of TCP, unix and UDP sockets from this test process to a child process.
+
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use grace_tests::{Reaper, TempDir, child_report, exchange, report_inodes, which};
+use gracenet::{Endpoint, Net};
+
+const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
+    let dir = TempDir::new("handover");
+    let sock = dir.path().join("echo.sock");
+    let tcp_spec = "web=tcp://127.0.0.1:0".to_owned();
+    let unix_spec = format!("unix:{}", sock.display());
+    let udp_spec = "udp://127.0.0.1:0".to_owned();
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([
+            NETCHILD,
+            "--listen",
+            &tcp_spec,
+            "--listen",
+            &unix_spec,
+            "--listen",
+            &udp_spec,
+            "--report-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+
+    let tcp = net
+        .listen(&"tcp://127.0.0.1:0".parse().unwrap(), Some("web"))
+        .unwrap()
+        .into_tcp()
+        .unwrap();
+    let unix = net.listen_unix(&sock).unwrap();
+    let udp = net.listen_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let parent_inodes = vec![
+        gracenet::socket_inode(&tcp).unwrap(),
+        gracenet::socket_inode(&unix).unwrap(),
+        gracenet::socket_inode(&udp).unwrap(),
+    ];
+
+    // Connections that wait in the backlog while the parent never accepts.
+    let mut queued_tcp = Vec::new();
+    let mut queued_unix = Vec::new();
+    for i in 0..20 {
+        let mut t = TcpStream::connect(tcp_addr).unwrap();
+        t.set_read_timeout(Some(TIMEOUT)).unwrap();
+        t.write_all(format!("tcp {i}\n").as_bytes()).unwrap();
+        queued_tcp.push(t);
+        let mut u = UnixStream::connect(&sock).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        u.write_all(format!("unix {i}\n").as_bytes()).unwrap();
+        queued_unix.push(u);
+    }
+
+    let pid = net.upgrade().unwrap();
+    let _reaper = Reaper(pid);
+    // The parent stops: it drops every copy of the sockets it had.
+    drop((tcp, unix, udp, net));
+
+    let answer = format!("pid {pid}\n");
+    for t in queued_tcp {
+        let mut r = std::io::BufReader::new(t);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line)
+            .expect("queued TCP connection answered, not reset");
+        assert_eq!(line, answer);
+    }
+    for u in queued_unix {
+        let mut r = std::io::BufReader::new(u);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line)
+            .expect("queued unix connection answered, not reset");
+        assert_eq!(line, answer);
+    }
+
+    let report = child_report(dir.path(), pid).expect("child report");
+    assert_eq!(
+        report_inodes(&report),
+        parent_inodes,
+        "the child got the very same sockets:\n{report}"
+    );
+    assert_eq!(
+        report.matches("cloexec=true nonblock=true").count(),
+        3,
+        "{report}"
+    );
+    assert!(report.contains("generation=1"), "{report}");
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // Datagrams may be lost by design; a few bounded tries.
+    let got = (0..10).find_map(|_| {
+        client.send_to(b"hi", udp_addr).ok()?;
+        let (n, _) = client.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    assert_eq!(got.as_deref(), Some(answer.as_str()));
+
+    // New connections reach the child too, on the same ports.
+    assert_eq!(
+        exchange(TcpStream::connect(tcp_addr).unwrap(), "new\n").unwrap(),
+        answer
+    );
+    assert_eq!(
+        exchange(UnixStream::connect(&sock).unwrap(), "new\n").unwrap(),
+        answer
+    );
+    assert!(
+        sock.exists(),
+        "the parent did not unlink the socket file the child inherited"
+    );
+}
+
+#[test]
+fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
+    let dir = TempDir::new("portzero");
+    let spec = "tcp://[::1]:0";
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([
+            NETCHILD,
+            "--listen",
+            spec,
+            "--listen",
+            spec,
+            "--report-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let endpoint: Endpoint = spec.parse().unwrap();
+    let a = net.listen(&endpoint, None).unwrap().into_tcp().unwrap();
+    let b = net.listen(&endpoint, None).unwrap().into_tcp().unwrap();
+    assert_ne!(a.local_addr().unwrap(), b.local_addr().unwrap());
+    let inodes = vec![
+        gracenet::socket_inode(&a).unwrap(),
+        gracenet::socket_inode(&b).unwrap(),
+    ];
+
+    let pid = net.upgrade().unwrap();
+    let _reaper = Reaper(pid);
+    let report = child_report(dir.path(), pid).unwrap();
+    assert_eq!(report_inodes(&report), inodes, "{report}");
+    for addr in [a.local_addr().unwrap(), b.local_addr().unwrap()] {
+        assert_eq!(
+            exchange(TcpStream::connect(addr).unwrap(), "x\n").unwrap(),
+            format!("pid {pid}\n")
+        );
+    }
+}
+
+/// The new version need not use this library: any program that follows sd_listen_fds(3) and
+/// writes to the readiness pipe can take over.
+#[test]
+fn a_child_not_written_with_the_library_takes_over() {
+    let python = which("python3").expect("python3 on PATH (.ci/run installs it)");
+    let dir = TempDir::new("python");
+    let script = dir.path().join("child.py");
+    std::fs::write(&script, PYTHON_CHILD).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let net = Net::builder()
+        .inherit(false)
+        .executable(&python)
+        .args([python.as_os_str(), script.as_os_str(), "0".as_ref()])
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let listener = net
+        .listen(&"tcp://127.0.0.1:0".parse().unwrap(), Some("web"))
+        .unwrap()
+        .into_tcp()
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(TIMEOUT)).unwrap();
+    queued.write_all(b"hello\n").unwrap();
+
+    let pid = net.upgrade().unwrap();
+    let _reaper = Reaper(pid);
+    drop((listener, net));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(queued), &mut line).unwrap();
+    assert_eq!(line, format!("python {pid} web {}\n", addr.port()));
+}
+
+const PYTHON_CHILD: &str = r#"
+import os, select, socket, sys, time
+
+def fail(msg):
+    sys.stderr.write("python child: " + msg + "\n")
+    sys.exit(3)
+
+pid = os.getpid()
+if os.environ.get("LISTEN_PID") != str(pid):
+    fail("LISTEN_PID=%r, pid %d" % (os.environ.get("LISTEN_PID"), pid))
+if os.environ.get("LISTEN_FDS") != "1":
+    fail("LISTEN_FDS=%r" % os.environ.get("LISTEN_FDS"))
+names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+if names != ["web"]:
+    fail("LISTEN_FDNAMES=%r" % names)
+sock = socket.socket(fileno=3)
+port = sock.getsockname()[1]
+if sys.argv[1] != "0" and int(sys.argv[1]) != port:
+    fail("port %d" % port)
+ready = int(os.environ["GRACENET_READY_FD"])
+os.write(ready, b"READY=1\n")
+os.close(ready)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    r, _, _ = select.select([sock], [], [], 0.5)
+    if not r:
+        continue
+    try:
+        conn, _ = sock.accept()
+    except BlockingIOError:
+        continue
+    conn.setblocking(True)
+    conn.settimeout(5)
+    conn.recv(64)
+    conn.sendall(("python %d %s %d\n" % (pid, names[0], port)).encode())
+    conn.close()
+    break
+"#;
