@@ -9,7 +9,11 @@ const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 /// Runs `netchild --mode check` with `vars`; `prelude` runs in the shell first (to open fds).
 /// `LISTEN_PID` is set to the child's own pid unless `vars` sets it.
 fn check(prelude: &str, vars: &[(&str, &str)]) -> Output {
-    let own_pid = if vars.iter().any(|(k, _)| *k == "LISTEN_PID") { "" } else { "LISTEN_PID=$$ " };
+    let own_pid = if vars.iter().any(|(k, _)| *k == "LISTEN_PID") {
+        ""
+    } else {
+        "LISTEN_PID=$$ "
+    };
     let script = format!("{prelude} {own_pid}exec \"$0\" --mode check");
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg(NETCHILD);
@@ -21,7 +25,13 @@ fn check(prelude: &str, vars: &[(&str, &str)]) -> Output {
 }
 
 fn gracenet_vars() -> [&'static str; 5] {
-    [gracenet::LISTEN_FDS, gracenet::LISTEN_PID, gracenet::LISTEN_FDNAMES, gracenet::READY_FD, gracenet::GENERATION]
+    [
+        gracenet::LISTEN_FDS,
+        gracenet::LISTEN_PID,
+        gracenet::LISTEN_FDNAMES,
+        gracenet::READY_FD,
+        gracenet::GENERATION,
+    ]
 }
 
 fn stderr(o: &Output) -> String {
@@ -47,22 +57,35 @@ fn assert_refused(o: &Output, needles: &[&str]) {
 #[track_caller]
 fn assert_started(o: &Output, needle: &str) {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-    assert!(stdout(o).contains(needle), "{needle:?} not in {:?}", stdout(o));
+    assert!(
+        stdout(o).contains(needle),
+        "{needle:?} not in {:?}",
+        stdout(o)
+    );
 }
 
 #[test]
 fn listen_fds_that_is_not_a_number() {
-    assert_refused(&check("", &[("LISTEN_FDS", "abc")]), &["LISTEN_FDS", "\"abc\""]);
+    assert_refused(
+        &check("", &[("LISTEN_FDS", "abc")]),
+        &["LISTEN_FDS", "\"abc\""],
+    );
 }
 
 #[test]
 fn listen_fds_that_is_negative() {
-    assert_refused(&check("", &[("LISTEN_FDS", "-1")]), &["LISTEN_FDS", "\"-1\""]);
+    assert_refused(
+        &check("", &[("LISTEN_FDS", "-1")]),
+        &["LISTEN_FDS", "\"-1\""],
+    );
 }
 
 #[test]
 fn listen_fds_of_zero_is_nothing() {
-    assert_started(&check("", &[("LISTEN_FDS", "0")]), "inherited=0 ignored_pid=none");
+    assert_started(
+        &check("", &[("LISTEN_FDS", "0")]),
+        "inherited=0 ignored_pid=none",
+    );
 }
 
 #[test]
@@ -74,7 +97,10 @@ fn listen_fds_that_is_huge() {
 
 #[test]
 fn listen_fds_beyond_the_open_descriptors() {
-    assert_refused(&check("", &[("LISTEN_FDS", "3")]), &["LISTEN_FDS", "fd 3", "not open"]);
+    assert_refused(
+        &check("", &[("LISTEN_FDS", "3")]),
+        &["LISTEN_FDS", "fd 3", "not open"],
+    );
 }
 
 #[test]
@@ -88,19 +114,31 @@ fn listen_fdnames_with_the_wrong_count() {
 #[test]
 fn listen_pid_of_another_process_is_not_ours() {
     // The variables were left over by an ancestor: ignored, and scrubbed all the same.
-    let o = check("exec 3</dev/null;", &[("LISTEN_PID", "1"), ("LISTEN_FDS", "1")]);
-    assert_started(&o, "inherited=0 ignored_pid=1 generation=0 has_parent=false env_clean=true");
+    let o = check(
+        "exec 3</dev/null;",
+        &[("LISTEN_PID", "1"), ("LISTEN_FDS", "1")],
+    );
+    assert_started(
+        &o,
+        "inherited=0 ignored_pid=1 generation=0 has_parent=false env_clean=true",
+    );
 }
 
 #[test]
 fn listen_pid_that_is_not_a_pid() {
-    assert_refused(&check("", &[("LISTEN_PID", "me"), ("LISTEN_FDS", "1")]), &["LISTEN_PID", "\"me\""]);
+    assert_refused(
+        &check("", &[("LISTEN_PID", "me"), ("LISTEN_FDS", "1")]),
+        &["LISTEN_PID", "\"me\""],
+    );
 }
 
 #[test]
 fn an_inherited_fd_that_is_not_a_socket() {
     assert_refused(
-        &check("exec 3</dev/null;", &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "web")]),
+        &check(
+            "exec 3</dev/null;",
+            &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "web")],
+        ),
         &["fd 3", "\"web\"", "not a socket"],
     );
 }
@@ -111,23 +149,36 @@ fn a_readiness_fd_inside_the_socket_range_or_closed() {
         &check("", &[("LISTEN_FDS", "0"), ("GRACENET_READY_FD", "x")]),
         &["GRACENET_READY_FD", "\"x\""],
     );
-    assert_refused(&check("", &[("LISTEN_FDS", "0"), ("GRACENET_READY_FD", "9")]), &["GRACENET_READY_FD", "not an open"]);
     assert_refused(
-        &check("exec 3</dev/null;", &[("LISTEN_FDS", "0"), ("GRACENET_READY_FD", "3")]),
+        &check("", &[("LISTEN_FDS", "0"), ("GRACENET_READY_FD", "9")]),
+        &["GRACENET_READY_FD", "not an open"],
+    );
+    assert_refused(
+        &check(
+            "exec 3</dev/null;",
+            &[("LISTEN_FDS", "0"), ("GRACENET_READY_FD", "3")],
+        ),
         &["GRACENET_READY_FD", "not a pipe"],
     );
 }
 
 #[test]
 fn a_clean_start_has_no_parent_and_a_clean_environment() {
-    assert_started(&check("", &[]), "inherited=0 ignored_pid=none generation=0 has_parent=false env_clean=true");
+    assert_started(
+        &check("", &[]),
+        "inherited=0 ignored_pid=none generation=0 has_parent=false env_clean=true",
+    );
 }
 
 #[test]
 fn the_protocol_variables_never_reach_the_applications_subprocesses() {
     let o = check(
         "",
-        &[("LISTEN_FDS", "0"), ("LISTEN_FDNAMES", ""), ("GRACENET_GENERATION", "4")],
+        &[
+            ("LISTEN_FDS", "0"),
+            ("LISTEN_FDNAMES", ""),
+            ("GRACENET_GENERATION", "4"),
+        ],
     );
     assert_started(&o, "generation=4 has_parent=false env_clean=true");
 }

@@ -16,7 +16,15 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
     let net = Net::builder()
         .inherit(false)
         .executable(NETCHILD)
-        .args([NETCHILD, "--listen", "tcp://127.0.0.1:0", "--listen", "udp://127.0.0.1:0", "--max-seconds", "30"])
+        .args([
+            NETCHILD,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            "udp://127.0.0.1:0",
+            "--max-seconds",
+            "30",
+        ])
         .ready_timeout(Some(Duration::from_secs(10)))
         .build()
         .unwrap();
@@ -36,7 +44,11 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
         let reaper = Reaper(child.pid());
         let pid = child.wait_ready(Some(Duration::from_secs(10))).unwrap();
         if i % 10 == 0 {
-            let answer = exchange(TcpStream::connect(tcp.local_addr().unwrap()).unwrap(), "x\n").unwrap();
+            let answer = exchange(
+                TcpStream::connect(tcp.local_addr().unwrap()).unwrap(),
+                "x\n",
+            )
+            .unwrap();
             assert!(answer.starts_with("pid "), "{answer}");
         }
         drop(reaper);
@@ -44,7 +56,9 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
     }
     let per_cycle = started.elapsed() / CYCLES as u32;
     let after = fd_count();
-    eprintln!("descriptors before {before}, after {CYCLES} cycles {after}; {per_cycle:?} per spawn-ready-reap cycle");
+    eprintln!(
+        "descriptors before {before}, after {CYCLES} cycles {after}; {per_cycle:?} per spawn-ready-reap cycle"
+    );
     assert_eq!(before, after, "descriptors leaked across {CYCLES} upgrades");
 
     // Failed attempts leak nothing either.
@@ -57,7 +71,14 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
     let _l = broken.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let before = fd_count();
     for _ in 0..CYCLES {
-        assert!(matches!(broken.upgrade(), Err(Error::ChildExited { code: 1, .. })));
+        assert!(matches!(
+            broken.upgrade(),
+            Err(Error::ChildExited { code: 1, .. })
+        ));
     }
-    assert_eq!(before, fd_count(), "descriptors leaked across {CYCLES} failed upgrades");
+    assert_eq!(
+        before,
+        fd_count(),
+        "descriptors leaked across {CYCLES} failed upgrades"
+    );
 }

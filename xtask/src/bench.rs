@@ -1,0 +1,400 @@
+//! `cargo xtask bench`: runs gracedown's overhead benchmark and records the result in the
+//! "gracedown overhead" section of BENCHMARKS.md, leaving the rest of the file alone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+const BEGIN: &str = "<!-- gracedown-overhead:begin -->";
+const END: &str = "<!-- gracedown-overhead:end -->";
+/// Record prefix of the benchmark's machine-readable lines.
+const PREFIX: &str = "gracedown-overhead";
+/// The ratio the issue asks for.
+const TARGET: f64 = 0.98;
+
+const HEADER: &str = "\
+# Benchmarks
+
+Measured numbers, one section per benchmark. Each section says the command that regenerates it;
+that command rewrites only its own section, between its HTML comment markers.
+";
+
+struct Sample {
+    variant: String,
+    rate: f64,
+}
+
+struct Report {
+    config: BTreeMap<String, String>,
+    /// Per run: (bare rate, tracked rate), in run order.
+    runs: Vec<(u64, f64, f64)>,
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let root = workspace_root()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.current_dir(&root).args([
+        "bench",
+        "-p",
+        "gracedown",
+        "--bench",
+        "overhead",
+        "--locked",
+    ]);
+    if !args.is_empty() {
+        command.arg("--").args(args);
+    }
+    eprintln!("xtask: running {command:?}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", cargo.to_string_lossy()))?;
+    let stdout = child.stdout.take().context("benchmark stdout")?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the benchmark's output")?;
+        println!("{line}");
+        lines.push(line);
+    }
+    let status = child.wait().context("waiting for the benchmark")?;
+    if !status.success() {
+        bail!("the benchmark failed ({status})");
+    }
+
+    let report = parse(&lines)?;
+    let section = render(&report, &Machine::detect(), &today_utc(), args);
+    let path = root.join("BENCHMARKS.md");
+    let old = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let new = splice(old.as_deref(), &section)?;
+    write_atomically(&path, &new)?;
+    let (median, min, max) = report.stats();
+    println!(
+        "xtask: tracked / bare median {median:.3} (spread {min:.3}..{max:.3}) over {} runs; wrote {}",
+        report.runs.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask's manifest directory has no parent")
+}
+
+/// `key=value` fields after the record name.
+fn fields(rest: &str) -> BTreeMap<String, String> {
+    rest.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn parse(lines: &[String]) -> Result<Report> {
+    let mut config = None;
+    let mut samples: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+    for line in lines {
+        let Some(record) = line.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let record = record.trim_start();
+        let (kind, rest) = record.split_once(' ').unwrap_or((record, ""));
+        let fields = fields(rest);
+        match kind {
+            "config" => config = Some(fields),
+            "sample" => {
+                let get = |key: &str| {
+                    fields
+                        .get(key)
+                        .with_context(|| format!("sample line without {key}: {line}"))
+                };
+                let run: u64 = get("run")?
+                    .parse()
+                    .with_context(|| format!("run in {line}"))?;
+                let rate: f64 = get("rate")?
+                    .parse()
+                    .with_context(|| format!("rate in {line}"))?;
+                samples.entry(run).or_default().push(Sample {
+                    variant: get("variant")?.clone(),
+                    rate,
+                });
+            }
+            _ => {}
+        }
+    }
+    let config = config.context("the benchmark printed no config line")?;
+    let mut runs = Vec::new();
+    for (run, samples) in samples {
+        let rate = |variant: &str| {
+            samples
+                .iter()
+                .find(|s| s.variant == variant)
+                .map(|s| s.rate)
+                .with_context(|| format!("run {run} has no {variant} sample"))
+        };
+        let (bare, tracked) = (rate("bare")?, rate("tracked")?);
+        if bare <= 0.0 {
+            bail!("run {run}: the bare server did no round trip");
+        }
+        runs.push((run, bare, tracked));
+    }
+    if runs.is_empty() {
+        bail!("the benchmark printed no samples");
+    }
+    Ok(Report { config, runs })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+impl Report {
+    fn ratios(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|&(_, bare, tracked)| tracked / bare)
+            .collect()
+    }
+
+    /// (median, min, max) of the per-run ratios.
+    fn stats(&self) -> (f64, f64, f64) {
+        let mut ratios = self.ratios();
+        ratios.sort_by(f64::total_cmp);
+        let min = ratios.first().copied().unwrap_or(f64::NAN);
+        let max = ratios.last().copied().unwrap_or(f64::NAN);
+        (median(&ratios), min, max)
+    }
+
+    fn config(&self, key: &str) -> &str {
+        self.config.get(key).map_or("?", String::as_str)
+    }
+}
+
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    kernel: String,
+}
+
+impl Machine {
+    fn detect() -> Self {
+        let nproc = std::thread::available_parallelism().map_or(1, usize::from);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .filter_map(|line| line.split_once(':'))
+                    .find(|(key, _)| key.trim() == "model name")
+                    .map(|(_, value)| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let kernel = format!(
+            "{} {release} ({})",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        Machine { nproc, cpu, kernel }
+    }
+}
+
+fn render(report: &Report, machine: &Machine, date: &str, args: &[String]) -> String {
+    let (median, min, max) = report.stats();
+    let verdict = if median >= TARGET { "meets" } else { "misses" };
+    let command = if args.is_empty() {
+        "cargo xtask bench".to_owned()
+    } else {
+        format!("cargo xtask bench {}", args.join(" "))
+    };
+    let mut s = String::new();
+    // `write!` to a String cannot fail.
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## gracedown overhead\n");
+    let _ = writeln!(
+        s,
+        "Throughput of a loopback echo server through gracedown's tracking (`TrackedListener`, \
+         `Tracked`, `Tracked::spawn`) relative to the same server on bare tokio `TcpListener` / \
+         `TcpStream`, tracked / bare: **median {median:.3}, spread {min:.3}..{max:.3}** over {} \
+         runs. That {verdict} the target of {TARGET:.2} or better.\n",
+        report.runs.len()
+    );
+    let _ = writeln!(
+        s,
+        "- Load: {} connections, each ping-ponging {}-byte messages (write one, read its echo); \
+         clients and server in one process, on one tokio multi-thread runtime with {} workers. \
+         Each run measures both variants, {} ms each after a {} ms warm-up, alternating which \
+         goes first; one untimed pass of each precedes the first run.",
+        report.config("conns"),
+        report.config("size"),
+        report.config("workers"),
+        report.config("measure_ms"),
+        report.config("warmup_ms"),
+    );
+    let _ = writeln!(
+        s,
+        "- Command: `{command}` (it runs `cargo bench -p gracedown --bench overhead --locked` and \
+         rewrites this section)."
+    );
+    let _ = writeln!(
+        s,
+        "- Machine: nproc {}, {}, kernel {}.",
+        machine.nproc, machine.cpu, machine.kernel
+    );
+    let _ = writeln!(s, "- Date: {date} (UTC).\n");
+    let _ = writeln!(
+        s,
+        "| run | bare (round trips/s) | tracked (round trips/s) | tracked / bare |"
+    );
+    let _ = writeln!(
+        s,
+        "|----:|---------------------:|------------------------:|---------------:|"
+    );
+    for &(run, bare, tracked) in &report.runs {
+        let _ = writeln!(
+            s,
+            "| {run} | {bare:.0} | {tracked:.0} | {:.3} |",
+            tracked / bare
+        );
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
+
+/// Replaces our section in `old` (or appends it, or starts the file), leaving the rest as is.
+fn splice(old: Option<&str>, section: &str) -> Result<String> {
+    let Some(old) = old else {
+        return Ok(format!("{HEADER}\n{section}"));
+    };
+    match (old.find(BEGIN), old.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let mut after = &old[end + END.len()..];
+            // Our section ends with a newline already.
+            if let Some(rest) = after.strip_prefix('\n') {
+                after = rest;
+            }
+            Ok(format!("{}{section}{after}", &old[..begin]))
+        }
+        (None, None) => {
+            let separator = if old.ends_with("\n\n") || old.is_empty() {
+                ""
+            } else if old.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            };
+            Ok(format!("{old}{separator}{section}"))
+        }
+        _ => bail!("BENCHMARKS.md has a broken {BEGIN} ... {END} pair; fix it by hand"),
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+}
+
+/// Today's date in UTC as YYYY-MM-DD.
+fn today_utc() -> String {
+    civil_date(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// A Unix time as a UTC date, YYYY-MM-DD, without a date crate (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_date(secs_since_epoch: u64) -> String {
+    let secs = secs_since_epoch;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let lines: Vec<String> = [
+            "noise",
+            "gracedown-overhead config conns=64 size=64 runs=2 warmup_ms=1 measure_ms=2 workers=2",
+            "gracedown-overhead sample run=1 variant=bare round_trips=10 secs=1.0 rate=100.0",
+            "gracedown-overhead sample run=1 variant=tracked round_trips=9 secs=1.0 rate=99.0",
+            "gracedown-overhead sample run=2 variant=tracked round_trips=10 secs=1.0 rate=101.0",
+            "gracedown-overhead sample run=2 variant=bare round_trips=10 secs=1.0 rate=100.0",
+            "gracedown-overhead result runs=2 ratio_median=1.0000 ratio_min=0.99 ratio_max=1.01",
+        ]
+        .map(String::from)
+        .to_vec();
+        parse(&lines).unwrap()
+    }
+
+    #[test]
+    fn parses_and_pairs_samples_by_run() {
+        let report = report();
+        assert_eq!(report.runs.len(), 2);
+        let (median, min, max) = report.stats();
+        assert!((median - 1.0).abs() < 1e-9);
+        assert!((min - 0.99).abs() < 1e-9);
+        assert!((max - 1.01).abs() < 1e-9);
+        assert_eq!(report.config("conns"), "64");
+    }
+
+    #[test]
+    fn splices_only_our_section() {
+        let machine = Machine {
+            nproc: 2,
+            cpu: "cpu".into(),
+            kernel: "k".into(),
+        };
+        let section = render(&report(), &machine, "2024-01-01", &[]);
+        let fresh = splice(None, &section).unwrap();
+        assert!(fresh.starts_with("# Benchmarks"));
+        let theirs = format!("{fresh}\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n");
+        let section2 = render(&report(), &machine, "2025-02-02", &[]);
+        let updated = splice(Some(&theirs), &section2).unwrap();
+        assert!(updated.contains("2025-02-02") && !updated.contains("2024-01-01"));
+        assert!(updated.contains("keep me"));
+        assert_eq!(updated.matches(BEGIN).count(), 1);
+        let appended = splice(Some("# Benchmarks\n"), &section).unwrap();
+        assert!(appended.starts_with(&format!("# Benchmarks\n\n{BEGIN}")));
+        assert!(splice(Some(&format!("{END}\n{BEGIN}")), &section).is_err());
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(951_782_400), "2000-02-29");
+        assert_eq!(civil_date(1_735_689_599), "2024-12-31");
+    }
+}
