@@ -45,12 +45,7 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         let pid = Pid::from_raw(self.0 as i32);
         let _ = kill(pid, Signal::SIGKILL);
-        loop {
-            match waitpid(pid, None) {
-                Err(Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(Errno::EINTR) = waitpid(pid, None) {}
     }
 }
 
