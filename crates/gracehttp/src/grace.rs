@@ -1,0 +1,457 @@
+//! The runner: servers, signals, upgrades, reloads and the drain.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gracedown::{Drain, StopTimeouts};
+use gracenet::{Listener, Net};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+use crate::accept::accept_loop;
+use crate::conn::ConnCtx;
+use crate::metrics::{Metrics, ServerMetrics};
+use crate::{Error, Event, Server, Timeouts, Tls};
+
+/// Runs servers that upgrade, stop and reload by signal without losing a request.
+///
+/// Signals (each configurable): `SIGUSR2` upgrades (the binary at the same path takes over the
+/// sockets; this process drains and [`run`](Grace::run) returns [`Outcome::HandedOver`]),
+/// `SIGTERM` and `SIGINT` stop gracefully (a second one force-closes what is left), `SIGHUP`
+/// reloads the certificates of servers whose TLS comes from PEM files. A [`Handle`] does the
+/// same from code.
+#[derive(Debug)]
+pub struct Grace {
+    net: Arc<Net>,
+    servers: Vec<Server>,
+    stop: StopTimeouts,
+    timeouts: Timeouts,
+    upgrade_signal: Option<SignalKind>,
+    reload_signal: Option<SignalKind>,
+    stop_signals: bool,
+    handle: Handle,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// Controls a running [`Grace`] from code, and observes it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Event>,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+enum Command {
+    Upgrade,
+    Reload,
+    Stop,
+    ForceStop,
+    UpgradeFinished(Result<u32, gracenet::Error>),
+}
+
+/// How [`Grace::run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Stopped by a signal or [`Handle::stop`], after draining.
+    Stopped(Drained),
+    /// A new process took over the sockets; this one drained.
+    HandedOver {
+        /// The new process.
+        pid: u32,
+        /// How the drain went.
+        drained: Drained,
+    },
+}
+
+/// How the connections of every server ended in the drain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Connections that finished by themselves.
+    pub finished: u64,
+    /// Connections force-closed at the stop deadline.
+    pub forced: u64,
+    /// Connections still open after the kill deadline.
+    pub stuck: usize,
+}
+
+impl Handle {
+    fn send(&self, cmd: Command) {
+        // The receiver lives as long as `Grace::run`; afterwards there is nothing to control.
+        let _ = self.shared.commands.send(cmd);
+    }
+
+    /// Starts an upgrade, as `SIGUSR2` does. Refused (with a log line and
+    /// [`Event::UpgradeRefused`]) while one is in progress.
+    pub fn upgrade(&self) {
+        self.send(Command::Upgrade);
+    }
+
+    /// Reloads the certificates of servers whose TLS comes from PEM files, as `SIGHUP` does.
+    pub fn reload_tls(&self) {
+        self.send(Command::Reload);
+    }
+
+    /// Stops gracefully, as `SIGTERM` does.
+    pub fn stop(&self) {
+        self.send(Command::Stop);
+    }
+
+    /// Stops, and force-closes the connections left without waiting for the stop timeout, as a
+    /// second `SIGINT` does.
+    pub fn force_stop(&self) {
+        self.send(Command::Stop);
+        self.send(Command::ForceStop);
+    }
+
+    /// Receives the lifecycle [`Event`]s from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Whether this process stopped accepting and drains.
+    pub fn is_draining(&self) -> bool {
+        self.shared.metrics.draining.load(Ordering::Relaxed)
+    }
+
+    /// The metrics in the Prometheus text format (see [`admin`](crate::admin)).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    fn emit(&self, event: Event) {
+        // No receiver is fine: events are an offer.
+        let _ = self.shared.events.send(event);
+    }
+}
+
+impl Grace {
+    /// A runner whose sockets come from `net` (inherited from a previous version, from systemd,
+    /// or bound fresh). Create the `Net` first thing in `main`, before the runtime starts.
+    pub fn new(net: Arc<Net>) -> Grace {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(64);
+        Grace {
+            net,
+            servers: Vec::new(),
+            stop: StopTimeouts::default(),
+            timeouts: Timeouts::default(),
+            upgrade_signal: Some(SignalKind::user_defined2()),
+            reload_signal: Some(SignalKind::hangup()),
+            stop_signals: true,
+            handle: Handle { shared: Arc::new(Shared { commands, events, metrics: Metrics::default() }) },
+            commands: rx,
+        }
+    }
+
+    /// Adds a server.
+    pub fn server(mut self, server: Server) -> Grace {
+        self.servers.push(server);
+        self
+    }
+
+    /// The stop timeout (graceful phase of the drain) and kill timeout (after force-closing);
+    /// defaults in [`StopTimeouts`].
+    pub fn stop_timeouts(mut self, stop: StopTimeouts) -> Grace {
+        self.stop = stop;
+        self
+    }
+
+    /// Timeouts for every server's connections.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Grace {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The signal that starts an upgrade (default `SIGUSR2`; `None`: only [`Handle::upgrade`]).
+    pub fn upgrade_signal(mut self, signal: Option<SignalKind>) -> Grace {
+        self.upgrade_signal = signal;
+        self
+    }
+
+    /// The signal that reloads certificates (default `SIGHUP`; `None`: only
+    /// [`Handle::reload_tls`]).
+    pub fn reload_signal(mut self, signal: Option<SignalKind>) -> Grace {
+        self.reload_signal = signal;
+        self
+    }
+
+    /// Whether `SIGTERM` and `SIGINT` stop the servers (default `true`).
+    pub fn stop_signals(mut self, enabled: bool) -> Grace {
+        self.stop_signals = enabled;
+        self
+    }
+
+    /// A handle to control and observe the servers once running.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves until stopped or handed over, then drains and returns how it ended.
+    ///
+    /// Listens on every server's socket (inherited when there is one), installs the signal
+    /// handlers, and reports ready (to the parent process, or to systemd) once every server
+    /// accepts.
+    ///
+    /// # Errors
+    ///
+    /// Only before serving: a socket that cannot be had ([`Error::Listen`]), duplicate names,
+    /// an endpoint that is not a stream socket, a signal handler that cannot be installed, or a
+    /// failed [`Net::ready`]. Once serving, failures are logged and reported as events, and
+    /// serving goes on.
+    pub async fn run(self) -> Result<Outcome, Error> {
+        let Grace { net, servers, stop, timeouts, upgrade_signal, reload_signal, stop_signals, handle, mut commands } =
+            self;
+        let pid = std::process::id();
+        let metrics = &handle.shared.metrics;
+        metrics.generation.store(net.generation(), Ordering::Relaxed);
+
+        let mut names = HashSet::new();
+        for s in &servers {
+            if !names.insert(s.name.clone()) {
+                return Err(Error::DuplicateName(s.name.clone()));
+            }
+        }
+
+        // Handlers go in before anything is announced: the default action of SIGUSR2 and
+        // SIGHUP is to terminate.
+        let install = |kind: Option<SignalKind>| -> Result<Option<Signal>, Error> {
+            kind.map(signal)
+                .transpose()
+                .map_err(|source| Error::Io { what: "installing a signal handler", source })
+        };
+        let mut usr2 = install(upgrade_signal)?;
+        let mut hup = install(reload_signal)?;
+        let mut term = install(stop_signals.then(SignalKind::terminate))?;
+        let mut int = install(stop_signals.then(SignalKind::interrupt))?;
+
+        let mut accepting = JoinSet::new();
+        let mut drains = Vec::new();
+        let mut tls_servers: Vec<(String, Tls)> = Vec::new();
+        for s in servers {
+            let listen_err = |source| Error::Listen { server: s.name.clone(), source };
+            let listener = net.listen(&s.endpoint, Some(&s.name)).map_err(listen_err)?;
+            let inherited = net.listeners().last().is_some_and(|l| l.inherited);
+            let drain = Drain::new();
+            let server_metrics = Arc::new(ServerMetrics::new(s.name.clone(), drain.clone()));
+            metrics.add(Arc::clone(&server_metrics));
+            if let Some(tls) = &s.tls {
+                tls_servers.push((s.name.clone(), tls.clone()));
+            }
+            let ctx = Arc::new(ConnCtx {
+                name: s.name.clone(),
+                handler: s.handler,
+                builder: ConnCtx::builder(&timeouts),
+                tls: s.tls,
+                timeouts,
+                metrics: server_metrics,
+            });
+            let register = |source| Error::Io { what: "registering a listener with the runtime", source };
+            let shown = match listener {
+                Listener::Tcp(l) => {
+                    let l = tokio::net::TcpListener::from_std(l).map_err(register)?;
+                    let shown = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    accepting.spawn(accept_loop(drain.track_listener(l), ctx));
+                    shown
+                }
+                Listener::Unix(l) => {
+                    let l = tokio::net::UnixListener::from_std(l).map_err(register)?;
+                    accepting.spawn(accept_loop(drain.track_listener(l), ctx));
+                    s.endpoint.to_string()
+                }
+                _ => return Err(Error::NotAStream { server: s.name, endpoint: s.endpoint.to_string() }),
+            };
+            tracing::info!(
+                pid,
+                server = %s.name,
+                addr = %shown,
+                tls = tls_servers.last().is_some_and(|(n, _)| *n == s.name),
+                inherited,
+                "listening"
+            );
+            drains.push(drain);
+        }
+
+        net.ready().map_err(Error::Ready)?;
+        tracing::info!(pid, generation = net.generation(), "ready");
+        handle.emit(Event::Ready { pid, generation: net.generation() });
+
+        let mut upgrading = false;
+        let start_upgrade = |upgrading: &mut bool| {
+            if *upgrading {
+                tracing::warn!(pid, "upgrade requested while one is in progress; refused");
+                handle.emit(Event::UpgradeRefused);
+                return;
+            }
+            *upgrading = true;
+            tracing::info!(pid, "upgrade: starting the new binary");
+            handle.emit(Event::UpgradeStarted);
+            let net = Arc::clone(&net);
+            let tx = handle.shared.commands.clone();
+            // `upgrade` blocks until the new process is ready or has failed.
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Command::UpgradeFinished(net.upgrade()));
+            });
+        };
+        let reload = || {
+            for (name, tls) in &tls_servers {
+                match tls.reload() {
+                    Ok(true) => {
+                        tracing::info!(pid, server = %name, "certificate reloaded");
+                        handle.emit(Event::TlsReloaded { server: name.clone() });
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        metrics.tls_reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pid, server = %name, error = %e, "certificate reload failed; keeping the old one");
+                        handle.emit(Event::TlsReloadFailed { server: name.clone(), reason: e.to_string() });
+                    }
+                }
+            }
+        };
+        let upgrade_finished = |result: Result<u32, gracenet::Error>| match result {
+            Ok(new_pid) => {
+                metrics.upgrades_done.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(pid, new_pid, "upgrade done: the new process serves; draining");
+                handle.emit(Event::UpgradeDone { pid: new_pid });
+                Some(new_pid)
+            }
+            Err(e) => {
+                metrics.upgrades_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pid, error = %e, "upgrade failed; still serving");
+                handle.emit(Event::UpgradeFailed { reason: e.to_string() });
+                None
+            }
+        };
+
+        // Serve until told to stop, or until a new process took over.
+        let mut successor = None;
+        let mut forced = false;
+        let stop_reason = loop {
+            tokio::select! {
+                Some(()) = recv(&mut usr2) => start_upgrade(&mut upgrading),
+                Some(()) = recv(&mut hup) => reload(),
+                Some(()) = recv(&mut term) => break "SIGTERM",
+                Some(()) = recv(&mut int) => break "SIGINT",
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Upgrade => start_upgrade(&mut upgrading),
+                    Command::Reload => reload(),
+                    Command::Stop => break "stop requested",
+                    Command::ForceStop => { forced = true; break "forced stop requested" }
+                    Command::UpgradeFinished(result) => {
+                        upgrading = false;
+                        if let Some(new_pid) = upgrade_finished(result) {
+                            successor = Some(new_pid);
+                            break "handed over";
+                        }
+                    }
+                },
+            }
+        };
+        if successor.is_none() {
+            tracing::info!(pid, reason = stop_reason, "stopping");
+            // An upgrade in progress is waited for (it is bounded by the ready timeout): if it
+            // completes, the new process serves and this one only drains.
+            while upgrading && !forced {
+                tokio::select! {
+                    Some(cmd) = commands.recv() => match cmd {
+                        Command::UpgradeFinished(result) => {
+                            upgrading = false;
+                            successor = upgrade_finished(result);
+                        }
+                        Command::ForceStop => forced = true,
+                        _ => {}
+                    },
+                    Some(()) = recv(&mut term) => forced = true,
+                    Some(()) = recv(&mut int) => forced = true,
+                }
+            }
+            if successor.is_none() {
+                if let Err(e) = gracenet::notify::stopping() {
+                    tracing::warn!(pid, error = %e, "systemd notification failed");
+                }
+            }
+        }
+
+        // Stop accepting: each accept loop returns and drops its copy of the listener. The
+        // sockets themselves stay open for the successor (gracenet holds them).
+        metrics.draining.store(true, Ordering::Relaxed);
+        handle.emit(Event::Draining);
+        for d in &drains {
+            d.drain();
+        }
+        while accepting.join_next().await.is_some() {}
+        if successor.is_none() {
+            // A final stop: close the ports, so new clients are refused at once rather than
+            // queued where nobody accepts, and remove socket and pid files.
+            if let Err(e) = net.close() {
+                tracing::warn!(pid, error = %e, "closing the listeners");
+            }
+        }
+        tracing::info!(pid, active = drains.iter().map(|d| d.counters().active).sum::<usize>(), "draining");
+
+        let mut shutdowns = JoinSet::new();
+        for d in &drains {
+            if forced {
+                d.force_close();
+            }
+            let d = d.clone();
+            shutdowns.spawn(async move { d.shutdown(stop).await });
+        }
+        let mut drained = Drained::default();
+        loop {
+            let force = tokio::select! {
+                next = shutdowns.join_next() => match next {
+                    Some(Ok(summary)) => {
+                        drained.finished += summary.finished;
+                        drained.forced += summary.forced;
+                        drained.stuck += summary.stuck;
+                        false
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(pid, error = %e, "a drain task failed");
+                        false
+                    }
+                    None => break,
+                },
+                Some(()) = recv(&mut int) => true,
+                Some(()) = recv(&mut term) => true,
+                Some(cmd) = commands.recv() => matches!(cmd, Command::ForceStop),
+            };
+            if force {
+                tracing::warn!(pid, "stop signal again: force-closing the connections left");
+                for d in &drains {
+                    d.force_close();
+                }
+            }
+        }
+        tracing::info!(
+            pid,
+            finished = drained.finished,
+            forced = drained.forced,
+            stuck = drained.stuck,
+            "drained"
+        );
+        Ok(match successor {
+            Some(pid) => Outcome::HandedOver { pid, drained },
+            None => Outcome::Stopped(drained),
+        })
+    }
+}
+
+/// The next delivery of an optional signal; never, without one.
+async fn recv(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
