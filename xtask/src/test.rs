@@ -11,6 +11,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("systemd-socket-activate", "systemd"),
     // A child process not written with the library is a python3 script.
     ("python3", "python3"),
+    // An RSA key in PKCS#1 form for the TLS tests (ring cannot generate RSA keys).
+    ("openssl", "openssl"),
 ];
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
