@@ -2,9 +2,13 @@
 //! got, says ready, and answers every connection (and datagram) with its pid.
 //!
 //! ```text
-//! netchild [--mode serve|check|exit1|abort|hang] [--listen [NAME=]ENDPOINT]...
-//!          [--report-dir DIR] [--max-seconds N]
+//! netchild [--mode serve|check|exit1|abort|hang|upgrade] [--listen [NAME=]ENDPOINT]...
+//!          [--report-dir DIR] [--max-seconds N] [--child-mode MODE]
 //! ```
+//!
+//! `upgrade` serves nothing: it listens, reports ready, upgrades once to a netchild started
+//! with `--mode CHILD-MODE` and the same listeners, prints `upgraded PID` or `failed ERROR`,
+//! says `STOPPING=1` to systemd and exits.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -23,6 +27,8 @@ struct Args {
     listen: Vec<(Option<String>, Endpoint)>,
     report_dir: Option<PathBuf>,
     max: Duration,
+    child_mode: String,
+    raw_listen: Vec<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -31,6 +37,8 @@ fn parse_args() -> anyhow::Result<Args> {
         listen: Vec::new(),
         report_dir: None,
         max: Duration::from_secs(60),
+        child_mode: "serve".into(),
+        raw_listen: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,6 +47,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--mode" => args.mode = value()?,
             "--listen" => {
                 let v = value()?;
+                args.raw_listen.push(v.clone());
                 let (name, spec) = match v.split_once('=') {
                     Some((n, s)) => (Some(n.to_owned()), s.to_owned()),
                     None => (None, v),
@@ -47,6 +56,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--report-dir" => args.report_dir = Some(value()?.into()),
             "--max-seconds" => args.max = Duration::from_secs(value()?.parse()?),
+            "--child-mode" => args.child_mode = value()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -78,7 +88,25 @@ fn run() -> anyhow::Result<()> {
         "abort" => std::process::abort(),
         _ => {}
     }
-    let net = Net::from_env()?;
+    let net = if args.mode == "upgrade" {
+        let me = std::env::args().next().context("no argv[0]")?;
+        let mut child_args = vec![
+            me,
+            "--mode".into(),
+            args.child_mode.clone(),
+            "--max-seconds".into(),
+            "30".into(),
+        ];
+        for l in &args.raw_listen {
+            child_args.extend(["--listen".to_owned(), l.clone()]);
+        }
+        Net::builder()
+            .args(child_args)
+            .ready_timeout(Some(Duration::from_secs(5)))
+            .build()?
+    } else {
+        Net::from_env()?
+    };
     let env_clean = subprocess_env_clean()?;
     if args.mode == "check" {
         println!(
@@ -124,6 +152,14 @@ fn run() -> anyhow::Result<()> {
         fs::rename(&tmp, dir.join(format!("{pid}.report")))?;
     }
     net.ready()?;
+    if args.mode == "upgrade" {
+        match net.upgrade() {
+            Ok(pid) => println!("upgraded {pid}"),
+            Err(e) => println!("failed {e}"),
+        }
+        gracenet::notify::stopping()?;
+        return Ok(());
+    }
 
     // Serve until the deadline, without ever switching the shared sockets to blocking mode.
     let answer = format!("pid {pid}\n");

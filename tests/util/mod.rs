@@ -114,3 +114,18 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
+
+/// Owns a `std::process::Child`; on drop, kills and reaps it unless it was already waited for.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // `try_wait` remembers a status already collected, so a reaped child is never signalled
+        // (its pid may belong to another process by now).
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
