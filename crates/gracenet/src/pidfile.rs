@@ -56,3 +56,31 @@ fn temp_path(path: &Path, pid: u32) -> io::Result<PathBuf> {
     tmp_name.push(format!(".{pid}.tmp"));
     Ok(path.with_file_name(tmp_name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_whole_and_removes_only_its_own_pid() {
+        let dir = std::env::temp_dir().join(format!("gracenet-pidfile-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.pid");
+        write(&path, 41).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "41\n");
+        write(&path, 42).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "42\n");
+        // Nothing but the pid file is left: the temporary file was renamed over it.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        remove(&path, 41).unwrap();
+        assert!(path.exists(), "another process's pid file was removed");
+        remove(&path, 42).unwrap();
+        assert!(!path.exists());
+        remove(&path, 42).unwrap();
+        match write(&dir.join("missing-dir").join("app.pid"), 1) {
+            Err(Error::PidFile { path, .. }) => assert!(path.ends_with("missing-dir/app.pid")),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
