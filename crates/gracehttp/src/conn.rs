@@ -125,8 +125,13 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let s = &self.0;
-        let elapsed = Instant::now().saturating_duration_since(s.start).as_millis();
-        s.idle_since_ms.store(u64::try_from(elapsed).unwrap_or(u64::MAX), Ordering::Release);
+        let elapsed = Instant::now()
+            .saturating_duration_since(s.start)
+            .as_millis();
+        s.idle_since_ms.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
         s.changed.notify_one();
     }
@@ -147,7 +152,8 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        if req.version() == Version::HTTP_2 {
+        let http1 = req.version() < Version::HTTP_2;
+        if !http1 {
             self.state.http2.store(true, Ordering::Relaxed);
         }
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -156,8 +162,20 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
         req.extensions_mut().insert(self.conn.clone());
         let guard = InFlight::enter(&self.state);
         let fut = self.handler.call(req);
+        let conn = self.conn.clone();
         Box::pin(async move {
-            let res = fut.await;
+            let mut res = fut.await;
+            // A request answered while the process drains tells its client to go elsewhere,
+            // even when it was read and answered between two looks of the supervisor: hyper
+            // closes an HTTP/1.1 connection after a response that says `Connection: close`.
+            if http1 && conn.drain().is_draining() {
+                if let Ok(res) = &mut res {
+                    res.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+            }
             drop(guard);
             res
         })
@@ -190,7 +208,11 @@ where
     let mut asked = false;
 
     loop {
-        let close_at = if asked { None } else { close_at(&state, draining_since, &ctx.timeouts) };
+        let close_at = if asked {
+            None
+        } else {
+            close_at(&state, draining_since, &ctx.timeouts)
+        };
         if let Some(at) = close_at {
             if at <= Instant::now() {
                 conn.as_mut().graceful_shutdown();
@@ -213,13 +235,19 @@ where
 }
 
 /// When to ask hyper to close the connection, if at all yet.
-fn close_at(state: &ConnState, draining_since: Option<Instant>, timeouts: &Timeouts) -> Option<Instant> {
+fn close_at(
+    state: &ConnState,
+    draining_since: Option<Instant>,
+    timeouts: &Timeouts,
+) -> Option<Instant> {
     let in_flight = state.in_flight.load(Ordering::Acquire) > 0;
     match draining_since {
         Some(drain) if in_flight || state.http2.load(Ordering::Relaxed) => Some(drain),
-        Some(drain) => {
-            Some((state.idle_since() + DRAIN_MIN_IDLE).max(drain).min(drain + DRAIN_MAX_IDLE_WAIT))
-        }
+        Some(drain) => Some(
+            (state.idle_since() + DRAIN_MIN_IDLE)
+                .max(drain)
+                .min(drain + DRAIN_MAX_IDLE_WAIT),
+        ),
         None if in_flight => None,
         None => timeouts.idle.map(|idle| state.idle_since() + idle),
     }

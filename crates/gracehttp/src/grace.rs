@@ -148,7 +148,13 @@ impl Grace {
             upgrade_signal: Some(SignalKind::user_defined2()),
             reload_signal: Some(SignalKind::hangup()),
             stop_signals: true,
-            handle: Handle { shared: Arc::new(Shared { commands, events, metrics: Metrics::default() }) },
+            handle: Handle {
+                shared: Arc::new(Shared {
+                    commands,
+                    events,
+                    metrics: Metrics::default(),
+                }),
+            },
             commands: rx,
         }
     }
@@ -209,11 +215,22 @@ impl Grace {
     /// failed [`Net::ready`]. Once serving, failures are logged and reported as events, and
     /// serving goes on.
     pub async fn run(self) -> Result<Outcome, Error> {
-        let Grace { net, servers, stop, timeouts, upgrade_signal, reload_signal, stop_signals, handle, mut commands } =
-            self;
+        let Grace {
+            net,
+            servers,
+            stop,
+            timeouts,
+            upgrade_signal,
+            reload_signal,
+            stop_signals,
+            handle,
+            mut commands,
+        } = self;
         let pid = std::process::id();
         let metrics = &handle.shared.metrics;
-        metrics.generation.store(net.generation(), Ordering::Relaxed);
+        metrics
+            .generation
+            .store(net.generation(), Ordering::Relaxed);
 
         let mut names = HashSet::new();
         for s in &servers {
@@ -225,27 +242,43 @@ impl Grace {
         // Handlers go in before anything is announced: the default action of SIGUSR2 and
         // SIGHUP is to terminate.
         let install = |kind: Option<SignalKind>| -> Result<Option<Signal>, Error> {
-            kind.map(signal)
-                .transpose()
-                .map_err(|source| Error::Io { what: "installing a signal handler", source })
+            kind.map(signal).transpose().map_err(|source| Error::Io {
+                what: "installing a signal handler",
+                source,
+            })
         };
         let mut usr2 = install(upgrade_signal)?;
         let mut hup = install(reload_signal)?;
         let mut term = install(stop_signals.then(SignalKind::terminate))?;
         let mut int = install(stop_signals.then(SignalKind::interrupt))?;
 
+        // Every socket first, so that a server that cannot listen stops the start before
+        // anything is announced.
+        let mut listeners = Vec::with_capacity(servers.len());
+        for s in servers {
+            let listener = match net.listen(&s.endpoint, Some(&s.name)) {
+                Ok(l) => l,
+                Err(source) => {
+                    return Err(Error::Listen {
+                        server: s.name,
+                        source,
+                    });
+                }
+            };
+            let inherited = net.listeners().last().is_some_and(|l| l.inherited);
+            listeners.push((s, listener, inherited));
+        }
+
         let mut accepting = JoinSet::new();
         let mut drains = Vec::new();
         let mut tls_servers: Vec<(String, Tls)> = Vec::new();
-        for s in servers {
-            let listen_err = |source| Error::Listen { server: s.name.clone(), source };
-            let listener = net.listen(&s.endpoint, Some(&s.name)).map_err(listen_err)?;
-            let inherited = net.listeners().last().is_some_and(|l| l.inherited);
+        for (s, listener, inherited) in listeners {
             let drain = Drain::new();
             let server_metrics = Arc::new(ServerMetrics::new(s.name.clone(), drain.clone()));
             metrics.add(Arc::clone(&server_metrics));
-            if let Some(tls) = &s.tls {
-                tls_servers.push((s.name.clone(), tls.clone()));
+            let tls = s.tls.is_some();
+            if let Some(t) = &s.tls {
+                tls_servers.push((s.name.clone(), t.clone()));
             }
             let ctx = Arc::new(ConnCtx {
                 name: s.name.clone(),
@@ -255,7 +288,10 @@ impl Grace {
                 timeouts,
                 metrics: server_metrics,
             });
-            let register = |source| Error::Io { what: "registering a listener with the runtime", source };
+            let register = |source| Error::Io {
+                what: "registering a listener with the runtime",
+                source,
+            };
             let shown = match listener {
                 Listener::Tcp(l) => {
                     let l = tokio::net::TcpListener::from_std(l).map_err(register)?;
@@ -268,22 +304,23 @@ impl Grace {
                     accepting.spawn(accept_loop(drain.track_listener(l), ctx));
                     s.endpoint.to_string()
                 }
-                _ => return Err(Error::NotAStream { server: s.name, endpoint: s.endpoint.to_string() }),
+                _ => {
+                    return Err(Error::NotAStream {
+                        server: s.name,
+                        endpoint: s.endpoint.to_string(),
+                    });
+                }
             };
-            tracing::info!(
-                pid,
-                server = %s.name,
-                addr = %shown,
-                tls = tls_servers.last().is_some_and(|(n, _)| *n == s.name),
-                inherited,
-                "listening"
-            );
+            tracing::info!(pid, server = %s.name, addr = %shown, tls, inherited, "listening");
             drains.push(drain);
         }
 
         net.ready().map_err(Error::Ready)?;
         tracing::info!(pid, generation = net.generation(), "ready");
-        handle.emit(Event::Ready { pid, generation: net.generation() });
+        handle.emit(Event::Ready {
+            pid,
+            generation: net.generation(),
+        });
 
         let mut upgrading = false;
         let start_upgrade = |upgrading: &mut bool| {
@@ -307,13 +344,18 @@ impl Grace {
                 match tls.reload() {
                     Ok(true) => {
                         tracing::info!(pid, server = %name, "certificate reloaded");
-                        handle.emit(Event::TlsReloaded { server: name.clone() });
+                        handle.emit(Event::TlsReloaded {
+                            server: name.clone(),
+                        });
                     }
                     Ok(false) => {}
                     Err(e) => {
                         metrics.tls_reloads_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(pid, server = %name, error = %e, "certificate reload failed; keeping the old one");
-                        handle.emit(Event::TlsReloadFailed { server: name.clone(), reason: e.to_string() });
+                        handle.emit(Event::TlsReloadFailed {
+                            server: name.clone(),
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -321,14 +363,20 @@ impl Grace {
         let upgrade_finished = |result: Result<u32, gracenet::Error>| match result {
             Ok(new_pid) => {
                 metrics.upgrades_done.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(pid, new_pid, "upgrade done: the new process serves; draining");
+                tracing::info!(
+                    pid,
+                    new_pid,
+                    "upgrade done: the new process serves; draining"
+                );
                 handle.emit(Event::UpgradeDone { pid: new_pid });
                 Some(new_pid)
             }
             Err(e) => {
                 metrics.upgrades_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(pid, error = %e, "upgrade failed; still serving");
-                handle.emit(Event::UpgradeFailed { reason: e.to_string() });
+                handle.emit(Event::UpgradeFailed {
+                    reason: e.to_string(),
+                });
                 None
             }
         };
@@ -397,7 +445,11 @@ impl Grace {
                 tracing::warn!(pid, error = %e, "closing the listeners");
             }
         }
-        tracing::info!(pid, active = drains.iter().map(|d| d.counters().active).sum::<usize>(), "draining");
+        tracing::info!(
+            pid,
+            active = drains.iter().map(|d| d.counters().active).sum::<usize>(),
+            "draining"
+        );
 
         let mut shutdowns = JoinSet::new();
         for d in &drains {
