@@ -69,7 +69,9 @@ where
                 conn.spawn(move |conn| conn::serve(conn, ctx));
             }
             Err(e) => match classify(&e) {
-                Action::Skip => tracing::debug!(server = %ctx.name, error = %e, "accept: connection failed, skipped"),
+                Action::Skip => {
+                    tracing::debug!(server = %ctx.name, error = %e, "accept: connection failed, skipped")
+                }
                 Action::Backoff => {
                     backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                     tracing::warn!(
@@ -95,11 +97,31 @@ mod tests {
 
     #[test]
     fn per_connection_errors_are_skipped_and_resource_errors_back_off() {
-        for errno in [libc::ECONNABORTED, libc::EPROTO, libc::ENETDOWN, libc::EINTR, libc::EAGAIN] {
-            assert_eq!(classify(&io::Error::from_raw_os_error(errno)), Action::Skip, "{errno}");
+        for errno in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETDOWN,
+            libc::EINTR,
+            libc::EAGAIN,
+        ] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(errno)),
+                Action::Skip,
+                "{errno}"
+            );
         }
-        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EBADF] {
-            assert_eq!(classify(&io::Error::from_raw_os_error(errno)), Action::Backoff, "{errno}");
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EBADF,
+        ] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(errno)),
+                Action::Backoff,
+                "{errno}"
+            );
         }
     }
 }

@@ -102,6 +102,10 @@ struct ConnState {
     idle_since_ms: AtomicU64,
     start: Instant,
     http2: AtomicBool,
+    /// A request has arrived. Until then the header read timeout runs from the start of the
+    /// connection: hyper's own timer only starts once the protocol has been detected from the
+    /// first bytes, so a client that sends nothing would otherwise escape it.
+    seen_request: AtomicBool,
     changed: Notify,
 }
 
@@ -156,6 +160,7 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
         if !http1 {
             self.state.http2.store(true, Ordering::Relaxed);
         }
+        self.state.seen_request.store(true, Ordering::Relaxed);
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         // Handlers of long responses and upgraded connections (WebSocket) can watch
         // `ConnHandle::drained` to finish in time.
@@ -192,6 +197,7 @@ where
         idle_since_ms: AtomicU64::new(0),
         start,
         http2: AtomicBool::new(false),
+        seen_request: AtomicBool::new(false),
         changed: Notify::new(),
     });
     let svc = Svc {
@@ -249,6 +255,16 @@ fn close_at(
                 .min(drain + DRAIN_MAX_IDLE_WAIT),
         ),
         None if in_flight => None,
-        None => timeouts.idle.map(|idle| state.idle_since() + idle),
+        None => {
+            let idle = timeouts.idle.map(|idle| state.idle_since() + idle);
+            let first_request = match state.seen_request.load(Ordering::Relaxed) {
+                false => timeouts.header_read.map(|limit| state.start + limit),
+                true => None,
+            };
+            match (idle, first_request) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
     }
 }

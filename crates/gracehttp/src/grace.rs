@@ -434,6 +434,9 @@ impl Grace {
         // sockets themselves stay open for the successor (gracenet holds them).
         metrics.draining.store(true, Ordering::Relaxed);
         handle.emit(Event::Draining);
+        // Counted from here: connections the drain closes at once end before the shutdowns
+        // below take their own snapshots, and must be counted all the same.
+        let before: Vec<_> = drains.iter().map(Drain::counters).collect();
         for d in &drains {
             d.drain();
         }
@@ -464,8 +467,6 @@ impl Grace {
             let force = tokio::select! {
                 next = shutdowns.join_next() => match next {
                     Some(Ok(summary)) => {
-                        drained.finished += summary.finished;
-                        drained.forced += summary.forced;
                         drained.stuck += summary.stuck;
                         false
                     }
@@ -485,6 +486,11 @@ impl Grace {
                     d.force_close();
                 }
             }
+        }
+        for (d, before) in drains.iter().zip(&before) {
+            let after = d.counters();
+            drained.finished += after.finished.saturating_sub(before.finished);
+            drained.forced += after.forced.saturating_sub(before.forced);
         }
         tracing::info!(
             pid,

@@ -17,7 +17,12 @@ pub(crate) struct ServerMetrics {
 
 impl ServerMetrics {
     pub(crate) fn new(name: String, drain: Drain) -> ServerMetrics {
-        ServerMetrics { name, drain, requests: AtomicU64::new(0), tls_failures: AtomicU64::new(0) }
+        ServerMetrics {
+            name,
+            drain,
+            requests: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
+        }
     }
 }
 
@@ -34,12 +39,19 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn add(&self, server: Arc<ServerMetrics>) {
-        self.servers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(server);
+        self.servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(server);
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
     pub(crate) fn render(&self) -> String {
-        let servers = self.servers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let servers = self
+            .servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut out = String::with_capacity(2048);
         let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -49,7 +61,10 @@ impl Metrics {
             }
         };
         let per_server = |f: &dyn Fn(&ServerMetrics) -> u64| -> Vec<(String, u64)> {
-            servers.iter().map(|s| (format!("{{server=\"{}\"}}", escape(&s.name)), f(s))).collect()
+            servers
+                .iter()
+                .map(|s| (format!("{{server=\"{}\"}}", escape(&s.name)), f(s)))
+                .collect()
         };
         family(
             "gracehttp_connections_active",
@@ -86,15 +101,24 @@ impl Metrics {
             "counter",
             "Upgrades attempted by this process, by result.",
             &[
-                ("{result=\"done\"}".to_owned(), self.upgrades_done.load(Ordering::Relaxed)),
-                ("{result=\"failed\"}".to_owned(), self.upgrades_failed.load(Ordering::Relaxed)),
+                (
+                    "{result=\"done\"}".to_owned(),
+                    self.upgrades_done.load(Ordering::Relaxed),
+                ),
+                (
+                    "{result=\"failed\"}".to_owned(),
+                    self.upgrades_failed.load(Ordering::Relaxed),
+                ),
             ],
         );
         family(
             "gracehttp_tls_reloads_failed_total",
             "counter",
             "Certificate reloads that failed (the old certificate stayed).",
-            &[(String::new(), self.tls_reloads_failed.load(Ordering::Relaxed))],
+            &[(
+                String::new(),
+                self.tls_reloads_failed.load(Ordering::Relaxed),
+            )],
         );
         family(
             "gracehttp_generation",
@@ -106,7 +130,10 @@ impl Metrics {
             "gracehttp_draining",
             "gauge",
             "1 once this process stopped accepting.",
-            &[(String::new(), u64::from(self.draining.load(Ordering::Relaxed)))],
+            &[(
+                String::new(),
+                u64::from(self.draining.load(Ordering::Relaxed)),
+            )],
         );
         family(
             "gracehttp_process_id",
@@ -120,7 +147,9 @@ impl Metrics {
 
 /// Escapes a label value (backslash, double quote, newline).
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -133,9 +162,18 @@ mod tests {
         m.add(Arc::new(ServerMetrics::new("we\"b".into(), Drain::new())));
         m.upgrades_failed.store(2, Ordering::Relaxed);
         let text = m.render();
-        assert!(text.contains("gracehttp_connections_active{server=\"we\\\"b\"} 0\n"), "{text}");
-        assert!(text.contains("gracehttp_upgrades_total{result=\"failed\"} 2\n"), "{text}");
-        assert!(text.contains("# TYPE gracehttp_generation gauge\ngracehttp_generation 0\n"), "{text}");
+        assert!(
+            text.contains("gracehttp_connections_active{server=\"we\\\"b\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gracehttp_upgrades_total{result=\"failed\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE gracehttp_generation gauge\ngracehttp_generation 0\n"),
+            "{text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");

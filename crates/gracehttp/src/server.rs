@@ -35,7 +35,12 @@ impl Server {
 
     /// A server on any stream endpoint gracenet can listen on.
     pub fn new(name: impl Into<String>, endpoint: Endpoint, handler: Handler) -> Server {
-        Server { name: name.into(), endpoint, handler, tls: None }
+        Server {
+            name: name.into(),
+            endpoint,
+            handler,
+            tls: None,
+        }
     }
 
     /// Serves TLS (HTTPS, with h2 by ALPN) on this server.
@@ -85,13 +90,19 @@ impl Timeouts {
         self
     }
 
-    /// How long a client may take to send a request's headers (HTTP/1.1).
+    /// How long a client may take to send a request's headers: from the start of the
+    /// connection (after the TLS handshake) for the first request, and for HTTP/1.1 also from
+    /// the end of each response to the headers of the next one.
     pub fn header_read(mut self, limit: Option<Duration>) -> Self {
         self.header_read = limit;
         self
     }
 
     /// How long a connection may stay idle between requests before it is closed.
+    ///
+    /// For HTTP/1.1 the header read timeout applies between requests too (hyper starts its
+    /// header timer as soon as it waits for the next request), so a kept-alive HTTP/1.1
+    /// connection is closed after the shorter of the two; this one then matters for HTTP/2.
     pub fn idle(mut self, limit: Option<Duration>) -> Self {
         self.idle = limit;
         self

@@ -38,7 +38,10 @@ impl Handler {
     /// A hyper service, such as one made with `hyper::service::service_fn`.
     pub fn hyper<S, B>(service: S) -> Handler
     where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+            + Send
+            + Sync
+            + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -57,7 +60,11 @@ impl Handler {
     /// with `oneshot` (readiness first, then the call), as tower expects.
     pub fn tower<S, B>(service: S) -> Handler
     where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S: tower::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -91,5 +98,7 @@ impl Handler {
 
 /// A complete body from bytes or a string, for handlers.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }

@@ -1,0 +1,121 @@
+//! Upgrades that do not happen: a new binary that fails to start keeps this process serving,
+//! and a second request while one is in progress is refused.
+//!
+//! The "new binary" is a shell script: `Net::builder().executable(...)` points the upgrade at
+//! it. Both tests start processes; they take turns (see `SPAWNING`).
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gracehttp::gracenet::Net;
+use gracehttp::{Event, Server};
+use util::{Client, Gate, LOCAL, Running};
+
+/// Held while a test writes its script and may start processes: a script being written in one
+/// test while another forks could be inherited open for writing, and fail with ETXTBSY.
+static SPAWNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An executable script with `body` after the shebang.
+fn script(body: &str) -> PathBuf {
+    let path = util::temp_path("new-binary.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A runner whose upgrades start `exe`, with a web and an admin server.
+async fn start(exe: &PathBuf) -> Running {
+    let net = Net::builder()
+        .inherit(false)
+        .executable(exe)
+        .args([exe])
+        .ready_timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let net = Arc::new(net);
+    let gate = Gate::new();
+    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
+    let admin = gracehttp::admin(grace.handle());
+    util::start(grace.server(Server::tcp("admin", LOCAL, admin)), &net).await
+}
+
+async fn upgrades(srv: &Running, result: &str) -> u64 {
+    let res = Client::connect(srv.tcp("admin"))
+        .await
+        .get("/metrics")
+        .await;
+    let series = format!("gracehttp_upgrades_total{{result=\"{result}\"}}");
+    util::metric(&res.text(), &series).unwrap_or_else(|| panic!("no {series}:\n{}", res.text()))
+}
+
+#[tokio::test]
+async fn a_new_binary_that_exits_leaves_this_process_serving() {
+    let _turn = SPAWNING.lock().await;
+    let exe = script("exit 1");
+    let mut srv = start(&exe).await;
+    let mut client = Client::connect(srv.tcp("web")).await;
+    assert_eq!(client.get("/").await.status, 200);
+
+    srv.handle.upgrade();
+    assert_eq!(srv.event().await, Event::UpgradeStarted);
+    match srv.event().await {
+        Event::UpgradeFailed { reason } => {
+            assert!(reason.contains("exited with status 1"), "{reason}")
+        }
+        other => panic!("expected UpgradeFailed, got {other:?}"),
+    }
+
+    // Still serving: on the connection opened before, on a new one, and not draining.
+    assert_eq!(client.get("/").await.status, 200);
+    assert_eq!(
+        Client::connect(srv.tcp("web")).await.get("/").await.status,
+        200
+    );
+    assert!(!srv.handle.is_draining());
+    assert_eq!(upgrades(&srv, "failed").await, 1);
+    assert_eq!(upgrades(&srv, "done").await, 0);
+
+    srv.handle.stop();
+    let drained = srv.stopped().await;
+    assert_eq!(drained.forced, 0, "{drained:?}");
+    std::fs::remove_file(&exe).unwrap();
+}
+
+#[tokio::test]
+async fn an_upgrade_while_one_is_in_progress_is_refused() {
+    let _turn = SPAWNING.lock().await;
+    // Never ready: the ready timeout (1 s) ends it.
+    let exe = script("exec sleep 30");
+    let mut srv = start(&exe).await;
+
+    srv.handle.upgrade();
+    assert_eq!(srv.event().await, Event::UpgradeStarted);
+    srv.handle.upgrade();
+    assert_eq!(srv.event().await, Event::UpgradeRefused);
+    // Serving while the new process does not come up.
+    assert_eq!(
+        Client::connect(srv.tcp("web")).await.get("/").await.status,
+        200
+    );
+    match srv.event().await {
+        Event::UpgradeFailed { reason } => {
+            assert!(reason.contains("did not report ready"), "{reason}")
+        }
+        other => panic!("expected UpgradeFailed, got {other:?}"),
+    }
+    // The refused request was not an attempt: one failure only.
+    assert_eq!(upgrades(&srv, "failed").await, 1);
+    assert_eq!(
+        Client::connect(srv.tcp("web")).await.get("/").await.status,
+        200
+    );
+
+    srv.handle.stop();
+    let drained = srv.stopped().await;
+    assert_eq!(drained.forced, 0, "{drained:?}");
+    std::fs::remove_file(&exe).unwrap();
+}

@@ -1,0 +1,122 @@
+//! End-to-end tests of stopping `gracedemo` (`SIGTERM`): a request in flight finishes; one
+//! longer than the stop timeout is cut at the deadline, and the process still exits in time.
+
+#[allow(
+    dead_code,
+    reason = "shared with other test targets, which use other parts"
+)]
+mod util;
+
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use util::TIMEOUT;
+use util::demo::{Client, Demo, group_members};
+
+const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+
+/// A request in flight when `SIGTERM` arrives is answered (200, the old pid, `Connection:
+/// close`), the ports close at once, and the process exits 0 without leaving its pid file.
+#[test]
+fn stop_finishes_the_request_in_flight_and_exits_0() {
+    let mut demo = Demo::start("term", &[]);
+    let client = Client::new();
+    let admin = demo.admin();
+    let pid = demo.pid();
+    let slow_http = client.spawn(util::demo::get_once(
+        demo.http(),
+        "/sleep/?duration=2s".into(),
+    ));
+    let slow_https = client.spawn(util::demo::get_once(
+        demo.https(ALPN_H1),
+        "/sleep/?duration=2s".into(),
+    ));
+    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
+    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"https-0\"}", 1);
+
+    demo.signal(Signal::SIGTERM);
+    demo.log.wait_for(&format!("draining pid={pid} active="));
+    assert!(
+        demo.proc(pid).is_running(),
+        "the request in flight was not waited for"
+    );
+    // A final stop closes the ports: new clients are refused rather than left in a backlog.
+    let refused = TcpStream::connect_timeout(&demo.http, TIMEOUT).map(|_| ());
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionRefused),
+        "the HTTP port still accepts connections after SIGTERM"
+    );
+    for (port, slow) in [("http", slow_http), ("https", slow_https)] {
+        let reply = slow.wait().unwrap_or_else(|e| panic!("{port}: {e:?}"));
+        reply.assert_ok_from(pid);
+        assert!(reply.body.contains("slept for 2s"), "{reply:?}");
+        assert!(reply.closes(), "{port}: no `connection: close`: {reply:?}");
+    }
+    assert_eq!(demo.exit_code(pid), 0);
+    assert!(!demo.pid_file.exists(), "the pid file outlived the stop");
+    assert!(group_members(demo.group()).is_empty());
+    let log = demo.log.text();
+    assert!(
+        log.contains(&format!("stopping pid={pid} reason=\"SIGTERM\"")),
+        "{log}"
+    );
+    demo.assert_no_panic();
+}
+
+/// A request longer than the stop timeout is cut at the deadline: the client gets no complete
+/// response, and the process exits within the stop and kill timeouts (plus a margin).
+#[test]
+fn stop_cuts_a_request_longer_than_the_stop_timeout() {
+    let mut demo = Demo::start(
+        "cut",
+        &["--stop-timeout", "500ms", "--kill-timeout", "500ms"],
+    );
+    let client = Client::new();
+    let admin = demo.admin();
+    let pid = demo.pid();
+    let endless_http = client.spawn(util::demo::get_once(
+        demo.http(),
+        "/sleep/?duration=30s".into(),
+    ));
+    let endless_https = client.spawn(util::demo::get_once(
+        demo.https(ALPN_H1),
+        "/sleep/?duration=30s".into(),
+    ));
+    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
+    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"https-0\"}", 1);
+
+    let signalled = Instant::now();
+    demo.signal(Signal::SIGTERM);
+    let code = demo.exit_code(pid);
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with two requests of 30s in flight");
+    assert_eq!(code, 0);
+    assert!(
+        took >= Duration::from_millis(500),
+        "exited after {took:?}, before the stop timeout of 500ms"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "stop timeout 500ms + kill timeout 500ms, but the exit took {took:?}"
+    );
+    for (port, endless) in [("http", endless_http), ("https", endless_https)] {
+        let cut = endless.wait();
+        assert!(
+            cut.is_err(),
+            "{port}: a 30s request got a complete response from a process stopped with a \
+             500ms stop timeout: {cut:?}"
+        );
+    }
+    let log = demo.log.text();
+    let drained = log
+        .lines()
+        .find(|l| l.contains(&format!("drained pid={pid} ")))
+        .unwrap_or_else(|| panic!("no drained line:\n{log}"));
+    assert!(drained.contains(" forced=2 "), "{drained}");
+    assert!(group_members(demo.group()).is_empty());
+    demo.assert_no_panic();
+}
