@@ -120,3 +120,39 @@ fn stop_cuts_a_request_longer_than_the_stop_timeout() {
     assert!(group_members(demo.group()).is_empty());
     demo.assert_no_panic();
 }
+
+/// A second `SIGINT` while draining force-closes what is left at once, long before the stop
+/// timeout (30 s by default).
+#[test]
+fn a_second_sigint_forces_the_stop() {
+    let mut demo = Demo::start("force", &[]);
+    let client = Client::new();
+    let admin = demo.admin();
+    let pid = demo.pid();
+    let endless = client.spawn(util::demo::get_once(
+        demo.http(),
+        "/sleep/?duration=60s".into(),
+    ));
+    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
+
+    demo.signal(Signal::SIGINT);
+    demo.log.wait_for(&format!("draining pid={pid} active="));
+    assert!(demo.proc(pid).is_running(), "the first SIGINT did not wait");
+    let forced_at = Instant::now();
+    demo.signal(Signal::SIGINT);
+    assert_eq!(demo.exit_code(pid), 0);
+    let took = forced_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the second SIGINT did not force: exit took {took:?}"
+    );
+    assert!(endless.wait().is_err(), "the 60s request was not cut");
+    let log = demo.log.text();
+    assert!(log.contains("force-closing"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("drained pid={pid} ")) && l.contains(" forced=1 ")),
+        "{log}"
+    );
+    assert!(group_members(demo.group()).is_empty());
+}
