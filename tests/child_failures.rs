@@ -214,3 +214,21 @@ fn two_restarts_requested_at_once_start_exactly_one_child() {
     // And after a completed handover, this process refuses to start another.
     assert!(matches!(net.upgrade(), Err(Error::Superseded { pid }) if pid == pids[0]));
 }
+
+#[test]
+fn a_cancelled_upgrade_kills_the_starting_process_and_allows_the_next() {
+    let net = net_for(Path::new(NETCHILD), "hang", Duration::from_secs(30));
+    let l = listener(&net);
+    let child = net.start_process().unwrap();
+    let pid = child.pid();
+    let _reaper = Reaper(pid);
+    assert!(net.cancel_upgrade());
+    assert!(matches!(child.wait_ready(None), Err(Error::Cancelled)));
+    assert!(is_reaped(pid), "pid {pid} is left as a zombie");
+    assert!(!process_exists(pid));
+    assert!(!net.cancel_upgrade(), "nothing is in progress any more");
+    assert_still_serving(&l);
+    // The next upgrade may start at once.
+    let next = net.start_process().unwrap();
+    let _next_reaper = Reaper(next.pid());
+}

@@ -11,9 +11,8 @@ use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 const CYCLES: usize = 50;
 
-#[test]
-fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
-    let net = Net::builder()
+fn upgrading_net() -> Net {
+    Net::builder()
         .inherit(false)
         .executable(NETCHILD)
         .args([
@@ -27,19 +26,29 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
         ])
         .ready_timeout(Some(Duration::from_secs(10)))
         .build()
-        .unwrap();
-    let tcp = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
-    let _udp = net.listen_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        .unwrap()
+}
 
+#[test]
+fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
     // What the library hands out is close-on-exec and nonblocking.
-    let fd_flags = FdFlag::from_bits_truncate(fcntl(&tcp, FcntlArg::F_GETFD).unwrap());
-    let fl_flags = OFlag::from_bits_truncate(fcntl(&tcp, FcntlArg::F_GETFL).unwrap());
-    assert!(fd_flags.contains(FdFlag::FD_CLOEXEC));
-    assert!(fl_flags.contains(OFlag::O_NONBLOCK));
+    {
+        let net = upgrading_net();
+        let tcp = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd_flags = FdFlag::from_bits_truncate(fcntl(&tcp, FcntlArg::F_GETFD).unwrap());
+        let fl_flags = OFlag::from_bits_truncate(fcntl(&tcp, FcntlArg::F_GETFL).unwrap());
+        assert!(fd_flags.contains(FdFlag::FD_CLOEXEC));
+        assert!(fl_flags.contains(OFlag::O_NONBLOCK));
+    }
 
+    // Each cycle is a whole upgrade of a process: its `Net` and listeners, the new process,
+    // its readiness, and then (as the old process would exit) everything dropped.
     let before = fd_count();
     let started = Instant::now();
     for i in 0..CYCLES {
+        let net = upgrading_net();
+        let tcp = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _udp = net.listen_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let child = net.start_process().unwrap();
         let reaper = Reaper(child.pid());
         let pid = child.wait_ready(Some(Duration::from_secs(10))).unwrap();

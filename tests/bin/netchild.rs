@@ -6,6 +6,7 @@
 //!          [--report-dir DIR] [--max-seconds N] [--child-mode MODE]
 //! ```
 //!
+//! `close` listens, reports ready, then stops for good (`Net::close`) and exits.
 //! `upgrade` serves nothing: it listens, reports ready, upgrades once to a netchild started
 //! with `--mode CHILD-MODE` and the same listeners, prints `upgraded PID` or `failed ERROR`,
 //! says `STOPPING=1` to systemd and exits.
@@ -152,6 +153,13 @@ fn run() -> anyhow::Result<()> {
         fs::rename(&tmp, dir.join(format!("{pid}.report")))?;
     }
     net.ready()?;
+    if args.mode == "close" {
+        // A final stop: close and remove what is ours.
+        drop(listeners);
+        net.close()?;
+        println!("closed");
+        return Ok(());
+    }
     if args.mode == "upgrade" {
         match net.upgrade() {
             Ok(pid) => println!("upgraded {pid}"),

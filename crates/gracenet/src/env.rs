@@ -15,9 +15,19 @@ pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub const READY_FD: &str = "GRACENET_READY_FD";
 /// How many handovers came before this process (0 for the first).
 pub const GENERATION: &str = "GRACENET_GENERATION";
+/// The names of the handed-over unix sockets whose files a process of this library created,
+/// and which the last process removes on a final stop (a file systemd created stays).
+pub const SOCKET_FILES: &str = "GRACENET_SOCKET_FILES";
 
 /// Every variable the protocol sets; none of them must reach an unrelated subprocess.
-pub(crate) const ALL: [&str; 5] = [LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, READY_FD, GENERATION];
+pub(crate) const ALL: [&str; 6] = [
+    LISTEN_FDS,
+    LISTEN_PID,
+    LISTEN_FDNAMES,
+    READY_FD,
+    GENERATION,
+    SOCKET_FILES,
+];
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 pub(crate) const FIRST_FD: RawFd = 3;
@@ -31,6 +41,8 @@ pub(crate) struct Handed {
     pub(crate) ready_fd: Option<RawFd>,
     /// The generation of this process.
     pub(crate) generation: u64,
+    /// Names of inherited unix sockets whose files this library created.
+    pub(crate) socket_files: Vec<String>,
     /// `LISTEN_PID` named another process: the variables were left over, not meant for us.
     pub(crate) foreign_pid: Option<u32>,
 }
@@ -40,11 +52,13 @@ pub(crate) struct Handed {
 ///
 /// Follows sd_listen_fds(3): without `LISTEN_PID`, nothing is ours; a `LISTEN_PID` of another
 /// process means the variables were inherited by accident and are ignored (as libsystemd does);
-/// `LISTEN_FDNAMES`, when set, must name every descriptor. Descriptors are not touched here.
+/// `LISTEN_FDNAMES`, when set, must name every descriptor, and every descriptor must be open
+/// (`is_open`). Descriptors are not otherwise touched here.
 pub(crate) fn parse(
     var: impl Fn(&str) -> Option<OsString>,
     pid: u32,
     fd_limit: u64,
+    is_open: impl Fn(RawFd) -> bool,
 ) -> Result<Handed, Error> {
     let read = |name: &'static str| -> Result<Option<String>, Error> {
         match var(name) {
@@ -105,9 +119,9 @@ pub(crate) fn parse(
     };
     let fds = (0..count).map(|i| FIRST_FD + i as RawFd);
 
-    let names: Vec<String> = match read(LISTEN_FDNAMES)? {
-        None => vec!["unknown".to_owned(); count],
-        Some(value) if count == 0 && value.is_empty() => Vec::new(),
+    let given_names: Option<Vec<String>> = match read(LISTEN_FDNAMES)? {
+        None => None,
+        Some(value) if count == 0 && value.is_empty() => Some(Vec::new()),
         Some(value) => {
             let names: Vec<String> = value.split(':').map(str::to_owned).collect();
             if names.len() != count {
@@ -117,9 +131,26 @@ pub(crate) fn parse(
                     format!("{} names for LISTEN_FDS={count}", names.len()),
                 ));
             }
-            names
+            Some(names)
         }
     };
+    // Every descriptor must be open. Checked before anything is allocated per descriptor: the
+    // count is bounded only by the descriptor limit, which can be huge, while a bogus count
+    // fails at the first descriptor that is not open.
+    for (i, fd) in fds.clone().enumerate() {
+        if !is_open(fd) {
+            let name = given_names
+                .as_ref()
+                .and_then(|n| n.get(i))
+                .map_or("unknown", String::as_str);
+            return Err(invalid(
+                LISTEN_FDS,
+                &count.to_string(),
+                format!("fd {fd} (name {name:?}) is not open"),
+            ));
+        }
+    }
+    let names = given_names.unwrap_or_else(|| vec!["unknown".to_owned(); count]);
 
     let ready_fd = match read(READY_FD)? {
         None => None,
@@ -148,10 +179,20 @@ pub(crate) fn parse(
         })?,
     };
 
+    let socket_files = match read(SOCKET_FILES)? {
+        None => Vec::new(),
+        Some(value) => value
+            .split(':')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+
     Ok(Handed {
         fds: fds.zip(names).collect(),
         ready_fd,
         generation,
+        socket_files,
         foreign_pid: None,
     })
 }
@@ -174,7 +215,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
             .collect();
-        parse(|k| map.get(k).cloned(), 100, 1024)
+        parse(|k| map.get(k).cloned(), 100, 1024, |fd| fd < 8)
     }
 
     fn invalid_var(r: Result<Handed, Error>) -> &'static str {
@@ -209,6 +250,16 @@ mod tests {
         assert_eq!(h.fds, vec![(3, "http".to_owned()), (4, "admin".to_owned())]);
         assert_eq!(h.ready_fd, Some(5));
         assert_eq!(h.generation, 7);
+    }
+
+    #[test]
+    fn a_count_beyond_the_open_descriptors_fails_at_the_first_closed_one() {
+        let err = run(&[("LISTEN_PID", "100"), ("LISTEN_FDS", "1000")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("fd 8 (name \"unknown\") is not open"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The upgrade was cancelled ([`Net::cancel_upgrade`](crate::Net::cancel_upgrade)); the
+    /// new process has been killed and reaped.
+    #[error("the upgrade was cancelled; the new process was killed")]
+    Cancelled,
+
     /// Another upgrade is in progress; only one new process is started at a time.
     #[error("an upgrade is already in progress")]
     UpgradeInProgress,

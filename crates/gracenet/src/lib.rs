@@ -20,22 +20,20 @@
 //!     // Before any other thread starts, so the protocol's variables can be removed from the
 //!     // environment that subprocesses would inherit.
 //!     let net = gracenet::Net::from_env()?;
+//!     // Nonblocking, and it must stay so: `O_NONBLOCK` belongs to the socket, which the next
+//!     // process shares. Hand it to an async runtime (`tokio::net::TcpListener::from_std`).
 //!     let listener = net.listen_tcp("127.0.0.1:7000".parse()?)?;
-//!     listener.set_nonblocking(false)?; // this sketch accepts in blocking mode
 //!     net.ready()?;
 //!
-//!     // ...on SIGUSR2, elsewhere:
+//!     // ...serve `listener` in a runtime; on SIGUSR2 (blocking: use spawn_blocking):
 //!     match net.upgrade() {
-//!         Ok(pid) => eprintln!("pid {pid} serves now; draining"),
+//!         Ok(pid) => eprintln!("pid {pid} serves now; stop accepting, drain, exit"),
 //!         Err(e) => eprintln!("upgrade failed, still serving: {e}"),
 //!     }
-//!     # let _ = listener;
+//!     # drop(listener);
 //!     Ok(())
 //! }
 //! ```
-//!
-//! (Never switch a socket that other processes share to blocking mode in a real server:
-//! `O_NONBLOCK` belongs to the socket, not to the process. The example keeps it short.)
 //!
 //! # The protocol
 //!
@@ -43,7 +41,8 @@
 //! `LISTEN_FDNAMES=a:b:...` exactly as systemd sets them, so any systemd-aware program can be
 //! the new version. One more descriptor, after the sockets and named by `GRACENET_READY_FD`,
 //! is a pipe: the new process writes `READY=1\n` to it once it serves. `GRACENET_GENERATION`
-//! counts the handovers.
+//! counts the handovers, and `GRACENET_SOCKET_FILES` names the unix sockets whose files this
+//! library created (so the last process removes them on a final stop, and leaves systemd's).
 
 mod endpoint;
 mod env;
@@ -56,7 +55,7 @@ mod spawn;
 mod sys;
 
 pub use endpoint::{Endpoint, Kind, ParseEndpointError};
-pub use env::{GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD};
+pub use env::{GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD, SOCKET_FILES};
 pub use error::Error;
 pub use net::{
     Builder, Child, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT, Listener, Net, SocketInfo,

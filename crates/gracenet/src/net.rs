@@ -9,7 +9,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -48,8 +48,7 @@ pub struct Net {
     generation: u64,
     has_parent: bool,
     ignored_listen_pid: Option<u32>,
-    upgrading: Arc<AtomicBool>,
-    superseded_by: AtomicU32,
+    upgrade: Arc<Upgrade>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +63,8 @@ struct State {
     ready_done: bool,
     /// [`Net::close`] ran: nothing is handed over any more.
     closed: bool,
+    /// Names of inherited unix sockets whose files a predecessor created.
+    socket_files: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +84,9 @@ struct Active {
     kind: Kind,
     endpoint: Option<Endpoint>,
     inherited: bool,
+    /// A unix socket whose file a process of this library created (rather than systemd): the
+    /// last process removes it on a final stop.
+    owns_file: bool,
 }
 
 /// A socket as reported by [`Net::inherited`] and [`Net::listeners`].
@@ -209,6 +213,7 @@ impl Builder {
             state: Mutex::new(State {
                 inherited,
                 ready_pipe,
+                socket_files: handed.socket_files.clone(),
                 ..State::default()
             }),
             backlog: i32::try_from(self.backlog).unwrap_or(i32::MAX),
@@ -220,8 +225,7 @@ impl Builder {
             generation: handed.generation,
             has_parent,
             ignored_listen_pid: handed.foreign_pid,
-            upgrading: Arc::new(AtomicBool::new(false)),
-            superseded_by: AtomicU32::new(0),
+            upgrade: Arc::new(Upgrade::default()),
         })
     }
 }
@@ -229,19 +233,13 @@ impl Builder {
 /// Reads and adopts what the environment hands to this process.
 fn inherit() -> Result<(Handed, Vec<Inherited>, Option<OwnedFd>), Error> {
     let pid = std::process::id();
-    let parsed = env::parse(|k| std::env::var_os(k), pid, sys::fd_limit());
+    let parsed = env::parse(|k| std::env::var_os(k), pid, sys::fd_limit(), sys::is_open);
     scrub_env();
     let handed = parsed?;
 
     // Check every descriptor before taking any, so that an error leaves them all alone.
+    // (`env::parse` checked that each is open.)
     for (fd, name) in &handed.fds {
-        if !sys::is_open(*fd) {
-            return Err(Error::InvalidEnv {
-                var: env::LISTEN_FDS,
-                value: handed.fds.len().to_string(),
-                reason: format!("fd {fd} (name {name:?}) is not open"),
-            });
-        }
         if !sys::is_socket(*fd) {
             return Err(Error::NotASocket {
                 fd: *fd,
@@ -454,9 +452,10 @@ impl Net {
                 })
             })?
         });
-        let (socket, actual, inherited) = match found {
+        let (socket, actual, inherited, owns_file) = match found {
             Some(i) => {
                 let inherited = st.inherited.remove(i);
+                let owns_file = st.socket_files.contains(&inherited.name);
                 let socket = inherited.socket;
                 if endpoint.kind() == Kind::Tcp || endpoint.kind() == Kind::UnixStream {
                     // systemd and our parents hand over listening sockets; anything else handing
@@ -465,12 +464,13 @@ impl Net {
                         socket.listen(self.backlog).map_err(bind_err)?;
                     }
                 }
-                (socket, inherited.endpoint, true)
+                (socket, inherited.endpoint, true, owns_file)
             }
             None => {
                 let socket = self.bind(endpoint).map_err(bind_err)?;
                 let actual = sys::inspect(&socket).map_err(bind_err)?.1;
-                (socket, actual, false)
+                let owns_file = matches!(actual, Some(Endpoint::Unix(_)));
+                (socket, actual, false, owns_file)
             }
         };
         if !st.closed {
@@ -481,6 +481,7 @@ impl Net {
                 kind: endpoint.kind(),
                 endpoint: actual,
                 inherited,
+                owns_file,
             });
         }
         Ok(match endpoint.kind() {
@@ -633,10 +634,7 @@ impl Net {
     /// [`Error::Spawn`], and [`Error::Exec`] when `execve(2)` failed (missing or
     /// non-executable file): an error, never a child that dies later.
     pub fn start_process(&self) -> Result<Child, Error> {
-        if let Some(pid) = self.superseded() {
-            return Err(Error::Superseded { pid });
-        }
-        let guard = UpgradeGuard::acquire(&self.upgrading)?;
+        let guard = UpgradeGuard::acquire(&self.upgrade)?;
         let path = self.executable()?;
         let st = self.state();
         if st.closed {
@@ -654,6 +652,14 @@ impl Net {
             .collect();
         vars.push((env::LISTEN_FDS.into(), fds.len().to_string().into()));
         vars.push((env::LISTEN_FDNAMES.into(), names.into()));
+        let files = st
+            .active
+            .iter()
+            .filter(|a| a.owns_file)
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(":");
+        vars.push((env::SOCKET_FILES.into(), files.into()));
         vars.push((
             env::GENERATION.into(),
             (self.generation + 1).to_string().into(),
@@ -665,10 +671,24 @@ impl Net {
             env: vars,
         };
         let spawned = spawn::spawn(spec, &fds)?;
-        Ok(Child {
-            spawned,
-            _guard: guard,
-        })
+        Ok(Child { spawned, guard })
+    }
+
+    /// Cancels the upgrade in progress, if any: the new process, not yet committed, is killed
+    /// and reaped, and the waiting [`upgrade`](Net::upgrade) (or [`Child::wait_ready`]) returns
+    /// [`Error::Cancelled`] within a few milliseconds. Returns whether an upgrade was in
+    /// progress. An upgrade that already completed is not undone.
+    ///
+    /// For a process asked to stop while it upgrades: stopping must not leave a successor
+    /// behind that takes over afterwards.
+    pub fn cancel_upgrade(&self) -> bool {
+        let phase = self.upgrade.phase();
+        if matches!(*phase, Phase::Starting) {
+            self.upgrade.cancel.store(true, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
     }
 
     /// Upgrades: starts the new process with every listening socket and waits (up to the
@@ -690,10 +710,13 @@ impl Net {
         let _ = notify::reloading();
         match child.wait_ready(self.ready_timeout) {
             Ok(pid) => {
-                self.superseded_by.store(pid, Ordering::SeqCst);
+                // Committed: the successor serves whatever happens next, so nothing below may
+                // turn this into an error. The successor wrote the pid file itself in `ready`
+                // when it uses this library; this rewrite is for one that does not, and is
+                // best effort.
                 let _ = notify::main_pid(pid);
                 if let Some(path) = &self.pid_file {
-                    pidfile::write(path, pid)?;
+                    let _ = pidfile::write(path, pid);
                 }
                 Ok(pid)
             }
@@ -706,14 +729,16 @@ impl Net {
 
     /// The pid this process handed over to, once an upgrade has completed.
     pub fn superseded(&self) -> Option<u32> {
-        match self.superseded_by.load(Ordering::SeqCst) {
-            0 => None,
-            pid => Some(pid),
+        match *self.upgrade.phase() {
+            Phase::Done(pid) => Some(pid),
+            _ => None,
         }
     }
 
     /// For a final stop (not a handover): closes this `Net`'s copies of every socket, removes
-    /// the socket files of its unix listeners, and the pid file if it still names this process.
+    /// the socket files of its unix listeners that this library created (a file systemd or
+    /// another program created is left to them), and the pid file if it still names this
+    /// process.
     ///
     /// Once the application has dropped its own listeners too, the ports are closed and new
     /// clients are refused at once instead of waiting in a backlog nobody accepts from. (A
@@ -732,9 +757,13 @@ impl Net {
             st.inherited.clear();
             std::mem::take(&mut st.active)
         };
-        for a in &active {
+        for a in active.iter().filter(|a| a.owns_file) {
             if let Some(Endpoint::Unix(path)) = &a.endpoint {
-                let _ = fs::remove_file(self.cwd.join(path));
+                let path = self.cwd.join(path);
+                // Only a socket: anything else at that path is not ours to remove.
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = fs::remove_file(path);
+                }
             }
         }
         drop(active);
@@ -782,21 +811,72 @@ fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Holds the one-upgrade-at-a-time flag for as long as a new process is starting.
+/// Where the upgrade of this process stands. One at a time: only `Idle` may start one, and
+/// `Done` is final.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Idle,
+    Starting,
+    /// Handed over to this pid.
+    Done(u32),
+}
+
+#[derive(Debug, Default)]
+struct Upgrade {
+    phase: Mutex<Phase>,
+    /// Set by [`Net::cancel_upgrade`]; the thread waiting for the new process polls it.
+    cancel: AtomicBool,
+}
+
+impl Upgrade {
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        // Every change is a single assignment, so a poisoned lock still holds a valid phase.
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Holds the upgrade in the `Starting` phase; dropped without [`commit`](UpgradeGuard::commit)
+/// it returns to `Idle`.
 #[derive(Debug)]
-struct UpgradeGuard(Arc<AtomicBool>);
+struct UpgradeGuard {
+    upgrade: Arc<Upgrade>,
+    committed: bool,
+}
 
 impl UpgradeGuard {
-    fn acquire(flag: &Arc<AtomicBool>) -> Result<UpgradeGuard, Error> {
-        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .map_err(|_| Error::UpgradeInProgress)?;
-        Ok(UpgradeGuard(Arc::clone(flag)))
+    fn acquire(upgrade: &Arc<Upgrade>) -> Result<UpgradeGuard, Error> {
+        let mut phase = upgrade.phase();
+        match *phase {
+            Phase::Done(pid) => return Err(Error::Superseded { pid }),
+            Phase::Starting => return Err(Error::UpgradeInProgress),
+            Phase::Idle => *phase = Phase::Starting,
+        }
+        upgrade.cancel.store(false, Ordering::SeqCst);
+        Ok(UpgradeGuard {
+            upgrade: Arc::clone(upgrade),
+            committed: false,
+        })
+    }
+
+    /// Moves to `Done(pid)` unless the upgrade was cancelled meanwhile; both under the lock,
+    /// so a cancellation and a commit cannot both win.
+    fn commit(&mut self, pid: u32) -> Result<(), Error> {
+        let mut phase = self.upgrade.phase();
+        if self.upgrade.cancel.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        *phase = Phase::Done(pid);
+        self.committed = true;
+        Ok(())
     }
 }
 
 impl Drop for UpgradeGuard {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        if !self.committed {
+            *self.upgrade.phase() = Phase::Idle;
+        }
     }
 }
 
@@ -806,7 +886,7 @@ impl Drop for UpgradeGuard {
 #[derive(Debug)]
 pub struct Child {
     spawned: Spawned,
-    _guard: UpgradeGuard,
+    guard: UpgradeGuard,
 }
 
 impl Child {
@@ -816,17 +896,23 @@ impl Child {
     }
 
     /// Waits until the new process reports ready, exits, or `timeout` passes (`None`: no
-    /// limit). Returns its pid once it is ready; it then runs on its own (it is not reaped by
-    /// this process, which is expected to exit after draining).
+    /// limit). Returns its pid once it is ready; the upgrade is then complete (the `Net`
+    /// refuses further ones with [`Error::Superseded`]) and the new process runs on its own (it
+    /// is not reaped by this process, which is expected to exit after draining).
     ///
     /// # Errors
     ///
-    /// [`Error::ChildExited`], [`Error::ChildKilled`], [`Error::ReadyTimeout`] or
-    /// [`Error::Wait`]; in every case the process has been killed (if it still ran) and
-    /// reaped.
+    /// [`Error::ChildExited`], [`Error::ChildKilled`], [`Error::ReadyTimeout`],
+    /// [`Error::Wait`], or [`Error::Cancelled`] after [`Net::cancel_upgrade`]; in every case
+    /// the process has been killed (if it still ran) and reaped.
     pub fn wait_ready(mut self, timeout: Option<Duration>) -> Result<u32, Error> {
-        self.spawned.wait_ready(timeout)?;
-        Ok(self.spawned.pid())
+        let cancel = &self.guard.upgrade.cancel;
+        self.spawned.wait_ready(timeout, cancel)?;
+        let pid = self.spawned.pid();
+        // On a cancellation that raced with readiness, dropping `self` kills the process.
+        self.guard.commit(pid)?;
+        self.spawned.detach();
+        Ok(pid)
     }
 }
 

@@ -20,8 +20,9 @@ pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
+        // No fsync: the rename alone makes the change atomic for readers, and a pid file has
+        // nothing to preserve across a crash. It is written on the upgrade's critical path.
         writeln!(f, "{pid}")?;
-        f.sync_all()?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

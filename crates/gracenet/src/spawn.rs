@@ -15,6 +15,7 @@ use std::iter;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -197,30 +198,40 @@ impl Spawned {
         self.pid.as_raw().unsigned_abs()
     }
 
-    /// Waits until the child writes to the readiness pipe, exits, or `timeout` passes.
+    /// Waits until the child writes to the readiness pipe, exits, `timeout` passes, or
+    /// `cancel` is set.
     ///
-    /// On any error the child has been killed (if still running) and reaped.
-    pub(crate) fn wait_ready(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+    /// On any error the child has been killed (if still running) and reaped. On success it is
+    /// still owned: [`detach`](Spawned::detach) it, or dropping it kills it.
+    pub(crate) fn wait_ready(
+        &mut self,
+        timeout: Option<Duration>,
+        cancel: &AtomicBool,
+    ) -> Result<(), Error> {
         let pid = self.pid();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut pipe_open = true;
         loop {
+            if cancel.load(Ordering::SeqCst) {
+                self.kill();
+                return Err(Error::Cancelled);
+            }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if remaining == Some(Duration::ZERO) {
+                // A report that arrived just as the time ran out still counts.
+                if pipe_open && self.try_read_ready() {
+                    return Ok(());
+                }
                 self.kill();
                 return Err(Error::ReadyTimeout {
                     pid,
                     timeout: timeout.unwrap_or_default(),
                 });
             }
-            // Without a pidfd (Linux before 5.3), exits are noticed by polling waitpid.
-            let wait = match (&self.pidfd, remaining) {
-                (Some(_), r) => r,
-                (None, r) => Some(r.map_or(FALLBACK_POLL, |r| r.min(FALLBACK_POLL))),
-            };
-            let timeout = wait
-                .map(|w| PollTimeout::try_from(w).unwrap_or(PollTimeout::MAX))
-                .unwrap_or(PollTimeout::NONE);
+            // Exits are noticed through the pidfd; cancellation (and exits without a pidfd, on
+            // Linux before 5.3) by waking up every CHECK_EVERY.
+            let wait = remaining.map_or(CHECK_EVERY, |r| r.min(CHECK_EVERY));
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
             let mut pfds = Vec::with_capacity(2);
             if pipe_open {
                 pfds.push(PollFd::new(self.ready.as_fd(), PollFlags::POLLIN));
@@ -249,10 +260,7 @@ impl Spawned {
                 let mut buf = [0u8; 64];
                 match read(&self.ready, &mut buf) {
                     Ok(0) => pipe_open = false,
-                    Ok(_) => {
-                        self.settled = true;
-                        return Ok(());
-                    }
+                    Ok(_) => return Ok(()),
                     Err(Errno::EINTR | Errno::EAGAIN) => {}
                     Err(e) => {
                         self.kill();
@@ -289,6 +297,21 @@ impl Spawned {
         }
     }
 
+    /// Whether the readiness report is waiting in the pipe, without blocking.
+    fn try_read_ready(&mut self) -> bool {
+        let mut pfd = [PollFd::new(self.ready.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(read(&self.ready, &mut buf), Ok(n) if n > 0)
+    }
+
+    /// Lets the process run on its own: dropping `self` no longer kills it.
+    pub(crate) fn detach(&mut self) {
+        self.settled = true;
+    }
+
     fn kill(&mut self) {
         if !self.settled {
             kill_and_reap(self.pid);
@@ -303,8 +326,9 @@ impl Drop for Spawned {
     }
 }
 
-/// How often exits are checked for without a pidfd.
-const FALLBACK_POLL: Duration = Duration::from_millis(10);
+/// How often the wait wakes up to check for a cancellation (and, without a pidfd, for an
+/// exit).
+const CHECK_EVERY: Duration = Duration::from_millis(10);
 
 fn kill_and_reap(pid: Pid) {
     // ESRCH (already gone) is fine: it is reaped below either way.
