@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gracedown::{ConnHandle, Tracked};
-use http::{Request, Response, Version};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -150,10 +153,37 @@ struct Svc {
     metrics: Arc<ServerMetrics>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Svc {
-    type Response = Response<Body>;
+/// A response body that keeps its request counted as in flight until it is sent (or dropped):
+/// a long stream is not an idle connection.
+struct Counted {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
     type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Svc {
+    type Response = Response<Counted>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Counted>, BoxError>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let http1 = req.version() < Version::HTTP_2;
@@ -169,20 +199,25 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
         let fut = self.handler.call(req);
         let conn = self.conn.clone();
         Box::pin(async move {
-            let mut res = fut.await;
+            let mut res = fut.await?;
             // A request answered while the process drains tells its client to go elsewhere,
             // even when it was read and answered between two looks of the supervisor: hyper
             // closes an HTTP/1.1 connection after a response that says `Connection: close`.
-            if http1 && conn.drain().is_draining() {
-                if let Ok(res) = &mut res {
-                    res.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
+            // Not a protocol switch (101): its `Connection: upgrade` must stay, and the
+            // upgraded connection is told of the drain through its `ConnHandle`.
+            if http1
+                && conn.drain().is_draining()
+                && res.status() != StatusCode::SWITCHING_PROTOCOLS
+            {
+                res.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
             }
-            drop(guard);
-            res
+            Ok(res.map(|body| Counted {
+                body,
+                _in_flight: guard,
+            }))
         })
     }
 }
@@ -221,8 +256,23 @@ where
         };
         if let Some(at) = close_at {
             if at <= Instant::now() {
-                conn.as_mut().graceful_shutdown();
-                asked = true;
+                // One more look at the connection first: bytes of a request that arrived
+                // meanwhile are read (and the request counted as in flight, which is answered
+                // with `Connection: close`) instead of being dropped with the connection.
+                tokio::select! {
+                    biased;
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(server = %ctx.name, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = std::future::ready(()) => {}
+                }
+                if close_at_now(&state, draining_since, &ctx.timeouts) {
+                    conn.as_mut().graceful_shutdown();
+                    asked = true;
+                }
                 continue;
             }
         }
@@ -240,6 +290,10 @@ where
     }
 }
 
+fn close_at_now(state: &ConnState, draining_since: Option<Instant>, timeouts: &Timeouts) -> bool {
+    close_at(state, draining_since, timeouts).is_some_and(|at| at <= Instant::now())
+}
+
 /// When to ask hyper to close the connection, if at all yet.
 fn close_at(
     state: &ConnState,
@@ -249,11 +303,11 @@ fn close_at(
     let in_flight = state.in_flight.load(Ordering::Acquire) > 0;
     match draining_since {
         Some(drain) if in_flight || state.http2.load(Ordering::Relaxed) => Some(drain),
-        Some(drain) => Some(
-            (state.idle_since() + DRAIN_MIN_IDLE)
-                .max(drain)
-                .min(drain + DRAIN_MAX_IDLE_WAIT),
-        ),
+        // Every idle connection gets DRAIN_MIN_IDLE from the drain (or from its last
+        // response, if later) to deliver a request its client already sent.
+        Some(drain) => {
+            Some((state.idle_since().max(drain) + DRAIN_MIN_IDLE).min(drain + DRAIN_MAX_IDLE_WAIT))
+        }
         None if in_flight => None,
         None => {
             let idle = timeouts.idle.map(|idle| state.idle_since() + idle);

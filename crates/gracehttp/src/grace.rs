@@ -269,7 +269,11 @@ impl Grace {
             listeners.push((s, listener, inherited));
         }
 
-        let mut accepting = JoinSet::new();
+        // The accept loops are made here but started only once this process is ready: a
+        // successor that fails before it commits must not have taken connections with it (the
+        // kernel queues them meanwhile, and the parent keeps accepting).
+        let mut loops: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            Vec::new();
         let mut drains = Vec::new();
         let mut tls_servers: Vec<(String, Tls)> = Vec::new();
         for (s, listener, inherited) in listeners {
@@ -296,12 +300,12 @@ impl Grace {
                 Listener::Tcp(l) => {
                     let l = tokio::net::TcpListener::from_std(l).map_err(register)?;
                     let shown = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    accepting.spawn(accept_loop(drain.track_listener(l), ctx));
+                    loops.push(Box::pin(accept_loop(drain.track_listener(l), ctx)));
                     shown
                 }
                 Listener::Unix(l) => {
                     let l = tokio::net::UnixListener::from_std(l).map_err(register)?;
-                    accepting.spawn(accept_loop(drain.track_listener(l), ctx));
+                    loops.push(Box::pin(accept_loop(drain.track_listener(l), ctx)));
                     s.endpoint.to_string()
                 }
                 _ => {
@@ -315,7 +319,14 @@ impl Grace {
             drains.push(drain);
         }
 
-        net.ready().map_err(Error::Ready)?;
+        let ready_net = Arc::clone(&net);
+        blocking(move || ready_net.ready())
+            .await?
+            .map_err(Error::Ready)?;
+        let mut accepting = JoinSet::new();
+        for l in loops {
+            accepting.spawn(l);
+        }
         tracing::info!(pid, generation = net.generation(), "ready");
         handle.emit(Event::Ready {
             pid,
@@ -339,27 +350,6 @@ impl Grace {
                 let _ = tx.send(Command::UpgradeFinished(net.upgrade()));
             });
         };
-        let reload = || {
-            for (name, tls) in &tls_servers {
-                match tls.reload() {
-                    Ok(true) => {
-                        tracing::info!(pid, server = %name, "certificate reloaded");
-                        handle.emit(Event::TlsReloaded {
-                            server: name.clone(),
-                        });
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        metrics.tls_reloads_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(pid, server = %name, error = %e, "certificate reload failed; keeping the old one");
-                        handle.emit(Event::TlsReloadFailed {
-                            server: name.clone(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
-        };
         let upgrade_finished = |result: Result<u32, gracenet::Error>| match result {
             Ok(new_pid) => {
                 metrics.upgrades_done.fetch_add(1, Ordering::Relaxed);
@@ -370,6 +360,13 @@ impl Grace {
                 );
                 handle.emit(Event::UpgradeDone { pid: new_pid });
                 Some(new_pid)
+            }
+            Err(gracenet::Error::Cancelled) => {
+                tracing::info!(pid, "upgrade cancelled: the new process was killed");
+                handle.emit(Event::UpgradeFailed {
+                    reason: gracenet::Error::Cancelled.to_string(),
+                });
+                None
             }
             Err(e) => {
                 metrics.upgrades_failed.fetch_add(1, Ordering::Relaxed);
@@ -387,12 +384,12 @@ impl Grace {
         let stop_reason = loop {
             tokio::select! {
                 Some(()) = recv(&mut usr2) => start_upgrade(&mut upgrading),
-                Some(()) = recv(&mut hup) => reload(),
+                Some(()) = recv(&mut hup) => reload(&tls_servers, &handle, pid).await,
                 Some(()) = recv(&mut term) => break "SIGTERM",
                 Some(()) = recv(&mut int) => break "SIGINT",
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Upgrade => start_upgrade(&mut upgrading),
-                    Command::Reload => reload(),
+                    Command::Reload => reload(&tls_servers, &handle, pid).await,
                     Command::Stop => break "stop requested",
                     Command::ForceStop => { forced = true; break "forced stop requested" }
                     Command::UpgradeFinished(result) => {
@@ -407,20 +404,21 @@ impl Grace {
         };
         if successor.is_none() {
             tracing::info!(pid, reason = stop_reason, "stopping");
-            // An upgrade in progress is waited for (it is bounded by the ready timeout): if it
-            // completes, the new process serves and this one only drains.
-            while upgrading && !forced {
-                tokio::select! {
-                    Some(cmd) = commands.recv() => match cmd {
-                        Command::UpgradeFinished(result) => {
-                            upgrading = false;
-                            successor = upgrade_finished(result);
-                        }
-                        Command::ForceStop => forced = true,
-                        _ => {}
-                    },
-                    Some(()) = recv(&mut term) => forced = true,
-                    Some(()) = recv(&mut int) => forced = true,
+            // A stop must not leave a successor behind: an upgrade in progress is cancelled
+            // (its new process, not yet committed, is killed), which ends it within
+            // milliseconds. Only one that committed just before still hands over.
+            if upgrading {
+                net.cancel_upgrade();
+            }
+            while upgrading {
+                match commands.recv().await {
+                    Some(Command::UpgradeFinished(result)) => {
+                        upgrading = false;
+                        successor = upgrade_finished(result);
+                    }
+                    Some(Command::ForceStop) => forced = true,
+                    Some(_) => {}
+                    None => break,
                 }
             }
             if successor.is_none() {
@@ -444,7 +442,8 @@ impl Grace {
         if successor.is_none() {
             // A final stop: close the ports, so new clients are refused at once rather than
             // queued where nobody accepts, and remove socket and pid files.
-            if let Err(e) = net.close() {
+            let closing = Arc::clone(&net);
+            if let Err(e) = blocking(move || closing.close()).await? {
                 tracing::warn!(pid, error = %e, "closing the listeners");
             }
         }
@@ -504,6 +503,54 @@ impl Grace {
             None => Outcome::Stopped(drained),
         })
     }
+}
+
+/// Reloads the certificates of every server whose TLS comes from files, off the runtime's
+/// threads (file reads), and reports each outcome.
+async fn reload(servers: &[(String, Tls)], handle: &Handle, pid: u32) {
+    let list = servers.to_vec();
+    let results = match blocking(move || {
+        list.into_iter()
+            .map(|(name, tls)| (name, tls.reload()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(pid, error = %e, "certificate reload task failed");
+            return;
+        }
+    };
+    for (name, result) in results {
+        match result {
+            Ok(true) => {
+                tracing::info!(pid, server = %name, "certificate reloaded");
+                handle.emit(Event::TlsReloaded { server: name });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                handle
+                    .shared
+                    .metrics
+                    .tls_reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pid, server = %name, error = %e, "certificate reload failed; keeping the old one");
+                handle.emit(Event::TlsReloadFailed {
+                    server: name,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Runs blocking work (files, fsync, waiting for a process) off the runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        what: "a blocking task",
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// The next delivery of an optional signal; never, without one.

@@ -119,3 +119,67 @@ async fn an_upgrade_while_one_is_in_progress_is_refused() {
     assert_eq!(drained.forced, 0, "{drained:?}");
     std::fs::remove_file(&exe).unwrap();
 }
+
+/// A stop while an upgrade is starting cancels it: the new process, not yet ready, is killed,
+/// and this process stops without waiting for the ready timeout and hands nothing over.
+#[tokio::test]
+async fn a_stop_during_an_upgrade_cancels_it() {
+    let _turn = SPAWNING.lock().await;
+    let pid_file = util::temp_path("starting.pid");
+    let exe = script(&format!(
+        "echo $$ > '{}'\nexec sleep 30",
+        pid_file.display()
+    ));
+    let net = Arc::new(
+        Net::builder()
+            .inherit(false)
+            .executable(&exe)
+            .args([&exe])
+            .ready_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .unwrap(),
+    );
+    let gate = Gate::new();
+    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
+    let mut srv = util::start(grace, &net).await;
+
+    srv.handle.upgrade();
+    assert_eq!(srv.event().await, Event::UpgradeStarted);
+    // The new process is running (it wrote its pid) and not ready.
+    let child: u32 = tokio::time::timeout(util::WAIT, async {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the new process started");
+
+    let stopped_at = std::time::Instant::now();
+    srv.handle.stop();
+    match srv.event().await {
+        Event::UpgradeFailed { reason } => assert!(reason.contains("cancelled"), "{reason}"),
+        other => panic!("expected the upgrade to be cancelled, got {other:?}"),
+    }
+    let drained = srv.stopped().await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "the stop waited for the ready timeout"
+    );
+    assert_eq!(drained.forced, 0, "{drained:?}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the cancelled new process {child} still exists"
+    );
+    assert!(
+        net.superseded().is_none(),
+        "a cancelled upgrade handed over"
+    );
+    std::fs::remove_file(&exe).unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+}
