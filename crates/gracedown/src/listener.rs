@@ -52,8 +52,13 @@ pub struct AcceptFn<F, Fut> {
     pending: Option<Pin<Box<Fut>>>,
 }
 
-/// An [`Accept`] from any function that returns a future of the next connection: a TLS
-/// acceptor around a TCP listener, a channel of in-memory streams, a vsock listener.
+/// An [`Accept`] from any function that returns a future of the next connection: a channel
+/// of in-memory streams, a vsock listener, a TCP listener with per-connection setup.
+///
+/// When the drain starts, an accept in progress is dropped with the listener. A function that
+/// does slow work after taking a connection from the kernel (a TLS handshake, say) loses that
+/// connection then: keep such work out of the accept function and do it in the connection's
+/// task instead, where the drain lets it finish.
 ///
 /// ```
 /// # async fn example() -> std::io::Result<()> {
