@@ -75,13 +75,19 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Config>
     let mut key = None;
     let mut admin = None;
     let mut pid_file = None;
-    let mut stop_timeout = StopTimeouts::default().stop.unwrap_or(Duration::from_secs(30));
-    let mut kill_timeout = StopTimeouts::default().kill.unwrap_or(Duration::from_secs(5));
+    let mut stop_timeout = StopTimeouts::default()
+        .stop
+        .unwrap_or(Duration::from_secs(30));
+    let mut kill_timeout = StopTimeouts::default()
+        .kill
+        .unwrap_or(Duration::from_secs(5));
     let mut ready_timeout = gracenet::DEFAULT_READY_TIMEOUT;
 
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
-        let flag = flag.into_string().map_err(|f| format!("unknown argument {:?}", f.to_string_lossy()))?;
+        let flag = flag
+            .into_string()
+            .map_err(|f| format!("unknown argument {:?}", f.to_string_lossy()))?;
         if flag == "-h" || flag == "--help" {
             return Ok(None);
         }
@@ -103,19 +109,31 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Config>
         ) {
             return Err(format!("unknown flag {flag:?} (see --help)"));
         }
-        let value = inline.or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = inline
+            .or_else(|| args.next())
+            .ok_or_else(|| format!("{flag} needs a value"))?;
         let utf8 = value.to_str().map(str::to_owned);
-        let text = || utf8.clone().ok_or_else(|| format!("invalid value for {flag}: not UTF-8"));
+        let text = || {
+            utf8.clone()
+                .ok_or_else(|| format!("invalid value for {flag}: not UTF-8"))
+        };
         let addr = || -> Result<SocketAddr, String> {
             let v = text()?;
-            v.parse().map_err(|_| format!("invalid value {v:?} for {flag}: expected an address like 127.0.0.1:8080"))
+            v.parse().map_err(|_| {
+                format!("invalid value {v:?} for {flag}: expected an address like 127.0.0.1:8080")
+            })
         };
         let duration = || -> Result<Duration, String> {
             let v = text()?;
-            humantime::parse_duration(&v).map_err(|e| format!("invalid value {v:?} for {flag}: {e}"))
+            humantime::parse_duration(&v)
+                .map_err(|e| format!("invalid value {v:?} for {flag}: {e}"))
         };
         let path = || -> Result<PathBuf, String> {
-            if value.is_empty() { Err(format!("invalid value for {flag}: empty path")) } else { Ok(PathBuf::from(&value)) }
+            if value.is_empty() {
+                Err(format!("invalid value for {flag}: empty path"))
+            } else {
+                Ok(PathBuf::from(&value))
+            }
         };
         match flag.as_str() {
             "--http" => http.push(addr()?),
@@ -140,15 +158,30 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Config>
     }
     let admin = match admin {
         Some(a) => a,
-        None => DEFAULT_ADMIN.parse().map_err(|_| "invalid default admin address".to_owned())?,
+        None => DEFAULT_ADMIN
+            .parse()
+            .map_err(|_| "invalid default admin address".to_owned())?,
     };
-    Ok(Some(Config { http, https, cert, key, admin, pid_file, stop_timeout, kill_timeout, ready_timeout }))
+    Ok(Some(Config {
+        http,
+        https,
+        cert,
+        key,
+        admin,
+        pid_file,
+        stop_timeout,
+        kill_timeout,
+        ready_timeout,
+    }))
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut res = Response::new(full(body));
     *res.status_mut() = status;
-    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
 
@@ -168,21 +201,38 @@ async fn demo(req: Request<Incoming>) -> Response<Body> {
                 .unwrap_or("0s");
             let duration = match humantime::parse_duration(raw) {
                 Ok(d) if d <= MAX_SLEEP => d,
-                Ok(_) => return text(StatusCode::BAD_REQUEST, format!("duration {raw:?} is longer than {MAX_SLEEP:?}\n")),
-                Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid duration {raw:?}: {e}\n")),
+                Ok(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("duration {raw:?} is longer than {MAX_SLEEP:?}\n"),
+                    );
+                }
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid duration {raw:?}: {e}\n"),
+                    );
+                }
             };
             let started = humantime::format_rfc3339_millis(SystemTime::now());
             tokio::time::sleep(duration).await;
             text(
                 StatusCode::OK,
-                format!("started at {started} slept for {} from pid {pid}.\n", humantime::format_duration(duration)),
+                format!(
+                    "started at {started} slept for {} from pid {pid}.\n",
+                    humantime::format_duration(duration)
+                ),
             )
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-async fn serve(config: Config, net: Arc<gracenet::Net>, tls: Option<Tls>) -> Result<Outcome, gracehttp::Error> {
+async fn serve(
+    config: Config,
+    net: Arc<gracenet::Net>,
+    tls: Option<Tls>,
+) -> Result<Outcome, gracehttp::Error> {
     let handler = Handler::from_fn(demo);
     let mut grace = Grace::new(net).stop_timeouts(StopTimeouts {
         stop: Some(config.stop_timeout),
@@ -193,11 +243,15 @@ async fn serve(config: Config, net: Arc<gracenet::Net>, tls: Option<Tls>) -> Res
     }
     if let Some(tls) = tls {
         for (i, addr) in config.https.iter().enumerate() {
-            grace = grace.server(Server::tcp(format!("https-{i}"), *addr, handler.clone()).tls(tls.clone()));
+            grace = grace
+                .server(Server::tcp(format!("https-{i}"), *addr, handler.clone()).tls(tls.clone()));
         }
     }
     let admin = gracehttp::admin(grace.handle());
-    grace.server(Server::tcp("admin", config.admin, admin)).run().await
+    grace
+        .server(Server::tcp("admin", config.admin, admin))
+        .run()
+        .await
 }
 
 fn main() -> ExitCode {
@@ -234,7 +288,8 @@ fn main() -> ExitCode {
         }
     };
     let tls = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) if !config.https.is_empty() => match Tls::from_pem_files(cert, key) {
+        (Some(cert), Some(key)) if !config.https.is_empty() => match Tls::from_pem_files(cert, key)
+        {
             Ok(tls) => Some(tls),
             Err(e) => {
                 eprintln!("gracedemo: {e}");
@@ -252,7 +307,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(config, net, tls)) {
         Ok(Outcome::HandedOver { pid, .. }) => {
-            tracing::info!(pid = std::process::id(), new_pid = pid, "exiting: handed over");
+            tracing::info!(
+                pid = std::process::id(),
+                new_pid = pid,
+                "exiting: handed over"
+            );
             ExitCode::SUCCESS
         }
         Ok(_) => {

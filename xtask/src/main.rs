@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation written in Rust (see `cargo xtask help`).
 
 mod bench;
+mod restart_test;
 mod test;
 
 use std::process::ExitCode;
@@ -9,12 +10,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  help          print this text
-  test [ARGS]   install what the tests need (Debian packages), then run
-                `cargo test --workspace --locked [ARGS]`
-  bench [ARGS]  run gracedown's overhead benchmark (tracked vs bare loopback echo server) and
-                rewrite the \"gracedown overhead\" section of BENCHMARKS.md; ARGS go to the
-                benchmark (--runs N, --conns N, --size BYTES, --warmup-ms N, --measure-ms N)
+  help                  print this text
+  test [ARGS]           install what the tests need (Debian packages), then run
+                        `cargo test --workspace --locked [ARGS]`
+  restart-test [ARGS]   restart scenarios against gracedemo under load from oha; fails on any
+                        lost request, more than two live generations, fd or RSS growth across
+                        restarts, or a zombie (`cargo xtask restart-test --help`, `--list`)
+  bench [ARGS]          measure and rewrite BENCHMARKS.md: gracedown's overhead, gracedemo
+                        against a bare hyper-util server, restart latency, memory
+                        (`cargo xtask bench --help`)
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("restart-test") => restart_test::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
     };

@@ -1,14 +1,15 @@
-//! `cargo xtask bench`: runs gracedown's overhead benchmark and records the result in the
-//! "gracedown overhead" section of BENCHMARKS.md, leaving the rest of the file alone.
+//! gracedown's overhead benchmark (`cargo bench -p gracedown --bench overhead`), recorded in
+//! the "gracedown overhead" section of BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+
+use super::markdown::{self, Machine};
 
 const BEGIN: &str = "<!-- gracedown-overhead:begin -->";
 const END: &str = "<!-- gracedown-overhead:end -->";
@@ -16,13 +17,6 @@ const END: &str = "<!-- gracedown-overhead:end -->";
 const PREFIX: &str = "gracedown-overhead";
 /// The ratio the issue asks for.
 const TARGET: f64 = 0.98;
-
-const HEADER: &str = "\
-# Benchmarks
-
-Measured numbers, one section per benchmark. Each section says the command that regenerates it;
-that command rewrites only its own section, between its HTML comment markers.
-";
 
 struct Sample {
     variant: String,
@@ -35,11 +29,11 @@ struct Report {
     runs: Vec<(u64, f64, f64)>,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    let root = workspace_root()?;
+/// Runs the benchmark with `args` (its own flags) and rewrites its section.
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
-    command.current_dir(&root).args([
+    command.current_dir(root).args([
         "bench",
         "-p",
         "gracedown",
@@ -69,15 +63,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     let report = parse(&lines)?;
-    let section = render(&report, &Machine::detect(), &today_utc(), args);
-    let path = root.join("BENCHMARKS.md");
-    let old = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let new = splice(old.as_deref(), &section)?;
-    write_atomically(&path, &new)?;
+    let section = render(&report, &Machine::detect(), &markdown::today_utc(), args);
+    let path = markdown::update(root, BEGIN, END, &section)?;
     let (median, min, max) = report.stats();
     println!(
         "xtask: tracked / bare median {median:.3} (spread {min:.3}..{max:.3}) over {} runs; wrote {}",
@@ -85,14 +72,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         path.display()
     );
     Ok(())
-}
-
-fn workspace_root() -> Result<PathBuf> {
-    // xtask lives one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask's manifest directory has no parent")
 }
 
 /// `key=value` fields after the record name.
@@ -188,43 +167,13 @@ impl Report {
     }
 }
 
-struct Machine {
-    nproc: usize,
-    cpu: String,
-    kernel: String,
-}
-
-impl Machine {
-    fn detect() -> Self {
-        let nproc = std::thread::available_parallelism().map_or(1, usize::from);
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .filter_map(|line| line.split_once(':'))
-                    .find(|(key, _)| key.trim() == "model name")
-                    .map(|(_, value)| value.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown CPU".to_owned());
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
-        let kernel = format!(
-            "{} {release} ({})",
-            std::env::consts::OS,
-            std::env::consts::ARCH
-        );
-        Machine { nproc, cpu, kernel }
-    }
-}
-
 fn render(report: &Report, machine: &Machine, date: &str, args: &[String]) -> String {
     let (median, min, max) = report.stats();
     let verdict = if median >= TARGET { "meets" } else { "misses" };
     let command = if args.is_empty() {
-        "cargo xtask bench".to_owned()
+        "cargo xtask bench overhead".to_owned()
     } else {
-        format!("cargo xtask bench {}", args.join(" "))
+        format!("cargo xtask bench overhead {}", args.join(" "))
     };
     let mut s = String::new();
     // `write!` to a String cannot fail.
@@ -280,66 +229,6 @@ fn render(report: &Report, machine: &Machine, date: &str, args: &[String]) -> St
     s
 }
 
-/// Replaces our section in `old` (or appends it, or starts the file), leaving the rest as is.
-fn splice(old: Option<&str>, section: &str) -> Result<String> {
-    let Some(old) = old else {
-        return Ok(format!("{HEADER}\n{section}"));
-    };
-    match (old.find(BEGIN), old.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let mut after = &old[end + END.len()..];
-            // Our section ends with a newline already.
-            if let Some(rest) = after.strip_prefix('\n') {
-                after = rest;
-            }
-            Ok(format!("{}{section}{after}", &old[..begin]))
-        }
-        (None, None) => {
-            let separator = if old.ends_with("\n\n") || old.is_empty() {
-                ""
-            } else if old.ends_with('\n') {
-                "\n"
-            } else {
-                "\n\n"
-            };
-            Ok(format!("{old}{separator}{section}"))
-        }
-        _ => bail!("BENCHMARKS.md has a broken {BEGIN} ... {END} pair; fix it by hand"),
-    }
-}
-
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
-}
-
-/// Today's date in UTC as YYYY-MM-DD.
-fn today_utc() -> String {
-    civil_date(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-}
-
-/// A Unix time as a UTC date, YYYY-MM-DD, without a date crate (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_date(secs_since_epoch: u64) -> String {
-    let secs = secs_since_epoch;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +267,7 @@ mod tests {
             kernel: "k".into(),
         };
         let section = render(&report(), &machine, "2024-01-01", &[]);
+        let splice = |old, section: &str| markdown::splice(old, BEGIN, END, section);
         let fresh = splice(None, &section).unwrap();
         assert!(fresh.starts_with("# Benchmarks"));
         let theirs = format!("{fresh}\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n");
@@ -389,12 +279,5 @@ mod tests {
         let appended = splice(Some("# Benchmarks\n"), &section).unwrap();
         assert!(appended.starts_with(&format!("# Benchmarks\n\n{BEGIN}")));
         assert!(splice(Some(&format!("{END}\n{BEGIN}")), &section).is_err());
-    }
-
-    #[test]
-    fn dates_are_civil() {
-        assert_eq!(civil_date(0), "1970-01-01");
-        assert_eq!(civil_date(951_782_400), "2000-02-29");
-        assert_eq!(civil_date(1_735_689_599), "2024-12-31");
     }
 }

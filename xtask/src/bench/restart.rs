@@ -1,0 +1,166 @@
+//! Restart latency: from `SIGUSR2` to the first answer from the new pid, and to the old pid's
+//! exit, over many restarts, idle and under keep-alive load.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use super::markdown::Machine;
+use super::versus::start_demo;
+use super::{Ctx, max, median};
+use crate::restart_test::load::{self, Kind, Load};
+use crate::restart_test::proc;
+use crate::restart_test::report::RestartRecord;
+
+pub(crate) const BEGIN: &str = "<!-- restart-latency:begin -->";
+pub(crate) const END: &str = "<!-- restart-latency:end -->";
+/// Targets on the 2-core machine, in ms: under load median and max, idle median.
+const LOADED_MEDIAN: f64 = 5.0;
+const LOADED_MAX: f64 = 15.0;
+const IDLE_MEDIAN: f64 = 3.0;
+/// The probe's pause between attempts while waiting for the new pid.
+const PROBE_PAUSE: Duration = Duration::from_micros(100);
+/// Time between restarts under load.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+struct Series {
+    to_new: Vec<f64>,
+    to_exit: Vec<f64>,
+}
+
+impl Series {
+    fn from(records: &[RestartRecord]) -> Series {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        Series {
+            to_new: records.iter().filter_map(|r| ms(r.to_new)).collect(),
+            to_exit: records.iter().filter_map(|r| ms(r.to_old_exit)).collect(),
+        }
+    }
+}
+
+fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
+    let name = if loaded {
+        "bench-restart-loaded"
+    } else {
+        "bench-restart-idle"
+    };
+    let mut demo = start_demo(ctx, name)?;
+    demo.probe_pause = PROBE_PAUSE;
+    let mut running = None;
+    let mut rate = None;
+    if loaded {
+        let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
+        let capacity = load::capacity(&ctx.oha, Kind::KEEPALIVE, &url, None, &ctx.dir, 2.0)?;
+        let r = (capacity / 2.0) as u64;
+        let planned = INTERVAL * u32::try_from(n + 1).unwrap_or(u32::MAX);
+        let l = Load {
+            kind: Kind::KEEPALIVE,
+            url,
+            rate: Some(r),
+            requests: (r as f64 * planned.as_secs_f64()) as u64,
+            ca: None,
+        };
+        running = Some(load::start(
+            &ctx.oha,
+            &l,
+            &ctx.dir.join(format!("{name}.json")),
+            &ctx.dir.join(format!("{name}-oha.log")),
+        )?);
+        rate = Some(r);
+        proc::sleep(INTERVAL / 2)?;
+    }
+    for _ in 0..n {
+        let t0 = Instant::now();
+        // Probe until the old pid has exited (at most most of the interval).
+        demo.restart(1, INTERVAL - Duration::from_millis(100))?;
+        if loaded {
+            proc::sleep_until(t0 + INTERVAL)?;
+        }
+    }
+    if let Some(r) = running {
+        let result = r.finish()?;
+        if result.outcomes.failed() > 0 {
+            eprintln!(
+                "xtask: note: the load during the restarts had failures: {}",
+                result.outcomes.describe()
+            );
+        }
+    }
+    demo.stop()?;
+    let records = std::mem::take(&mut demo.restarts);
+    if records.iter().any(|r| r.to_new.is_none()) {
+        bail!(
+            "{name}: a restart had no new pid answering: {:?}",
+            demo.failures
+        );
+    }
+    Ok((Series::from(&records), rate))
+}
+
+pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<String> {
+    eprintln!("xtask: {n} restarts idle, then {n} under keep-alive load");
+    let (idle, _) = restarts(ctx, n, false)?;
+    let (loaded, rate) = restarts(ctx, n, true)?;
+    let meets = |ok: bool| if ok { "meets" } else { "misses" };
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## Restart latency\n");
+    let _ = writeln!(
+        s,
+        "From `SIGUSR2` to the first answer from the new pid, and to the old pid's exit, over {n} \
+         restarts of `gracedemo` each way. The new pid is found by a probe: `GET /pid` on a new \
+         connection every {} µs from the signal on.\n",
+        PROBE_PAUSE.as_micros()
+    );
+    let _ = writeln!(
+        s,
+        "| | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            median(&series.to_new),
+            max(&series.to_new),
+            median(&series.to_exit),
+            max(&series.to_exit)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Targets: under load, median at most {LOADED_MEDIAN} ms ({}) and max at most \
+         {LOADED_MAX} ms ({}); idle, median at most {IDLE_MEDIAN} ms ({}).\n",
+        meets(median(&loaded.to_new) <= LOADED_MEDIAN),
+        meets(max(&loaded.to_new) <= LOADED_MAX),
+        meets(median(&idle.to_new) <= IDLE_MEDIAN),
+    );
+    let _ = writeln!(
+        s,
+        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {} req/s (half of what an \
+         unthrottled burst did), `--latency-correction`; one restart every {} s. Idle: one \
+         restart after the other, each once the old pid has exited.",
+        load::OHA_VERSION,
+        rate.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+        INTERVAL.as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "- The old pid exits once it has drained: under load its keep-alive connections close at \
+         their next request (answered with `Connection: close`)."
+    );
+    let _ = writeln!(
+        s,
+        "- Command: `cargo xtask bench restart` (`--restarts N`)."
+    );
+    let _ = writeln!(
+        s,
+        "- Machine: nproc {}, {}, kernel {}; client and server share it.",
+        machine.nproc, machine.cpu, machine.kernel
+    );
+    let _ = writeln!(s, "- Date: {date} (UTC).");
+    let _ = writeln!(s, "{END}");
+    Ok(s)
+}

@@ -1,0 +1,253 @@
+//! gracedemo against the same handler on a bare hyper-util server (`examples/bare.rs`): the
+//! throughput ratio (target 0.97 or better) and latency, with the same load tool in the same
+//! run, alternating which goes first.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use super::markdown::Machine;
+use super::{Ctx, max, median, min};
+use crate::restart_test::group::ServerGroup;
+use crate::restart_test::http;
+use crate::restart_test::load::{self, Kind, Load, LoadResult};
+use crate::restart_test::proc;
+use crate::restart_test::server::{Config, Demo, Files, free_ports};
+
+pub(crate) const BEGIN: &str = "<!-- gracedemo-vs-bare:begin -->";
+pub(crate) const END: &str = "<!-- gracedemo-vs-bare:end -->";
+const TARGET: f64 = 0.97;
+
+/// The bare server, running, with its pid.
+pub(crate) fn start_bare(ctx: &Ctx, ports: &[u16], name: &str) -> Result<(ServerGroup, u32)> {
+    let mut cmd = Command::new(&ctx.bare);
+    for port in ports {
+        cmd.arg("--http").arg(format!("127.0.0.1:{port}"));
+    }
+    let group = ServerGroup::spawn(cmd, &ctx.bare, &ctx.dir.join(format!("{name}.log")))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        proc::check_interrupted()?;
+        if let Some(pid) = http::get(addr, "/pid", Duration::from_secs(1))
+            .ok()
+            .and_then(|r| r.pid())
+        {
+            return Ok((group, pid));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("the bare server did not answer on {addr}")
+}
+
+/// gracedemo, running, for a benchmark.
+pub(crate) fn start_demo(ctx: &Ctx, name: &str) -> Result<Demo> {
+    let files = Files {
+        binary: ctx.gracedemo.clone(),
+        tls: None,
+        dir: ctx.dir.clone(),
+    };
+    Demo::start(&files, name, Config::new())
+}
+
+/// One oha run; every request must succeed.
+fn oha(ctx: &Ctx, url: &str, rate: Option<u64>, requests: u64, tag: &str) -> Result<LoadResult> {
+    let load = Load {
+        kind: Kind::KEEPALIVE,
+        url: url.to_owned(),
+        rate,
+        requests,
+        ca: None,
+    };
+    let out = ctx.dir.join(format!("{tag}.json"));
+    let log = ctx.dir.join(format!("{tag}.log"));
+    let r = load::start(&ctx.oha, &load, &out, &log)?.finish()?;
+    if r.outcomes.failed() > 0 || r.unaccounted() > 0 {
+        bail!(
+            "{tag}: not every request succeeded ({})",
+            r.outcomes.describe()
+        );
+    }
+    Ok(r)
+}
+
+struct Run {
+    /// Throughput, unthrottled: gracedemo, bare.
+    rps: (f64, f64),
+    /// Latency at the fixed rate: (p50, p99, p99.9) ms, gracedemo then bare.
+    latency: ([f64; 3], [f64; 3]),
+}
+
+pub(crate) fn run(
+    ctx: &Ctx,
+    runs: usize,
+    secs: f64,
+    machine: &Machine,
+    date: &str,
+) -> Result<String> {
+    let mut demo = start_demo(ctx, "bench-gracedemo")?;
+    let ports = free_ports(1)?;
+    let (bare_group, _) = start_bare(ctx, &ports, "bench-bare")?;
+    let url_demo = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
+    let url_bare = format!("http://127.0.0.1:{}/", ports[0]);
+    // One untimed pass of each sizes the runs and warms both up.
+    let warm = |url: &str, tag: &str| oha(ctx, url, None, 20_000, tag).map(|r| r.rps);
+    let capacity = warm(&url_demo, "warm-gracedemo")?.max(warm(&url_bare, "warm-bare")?);
+    let requests = (capacity * secs) as u64;
+    // Latency at a fixed rate both sustain easily: half of what the faster one does.
+    let rate = (capacity / 2.0) as u64;
+    let lat_requests = (rate as f64 * secs) as u64;
+    eprintln!(
+        "xtask: {runs} runs of {requests} requests unthrottled and {lat_requests} at {rate} req/s, each variant"
+    );
+    let mut results = Vec::new();
+    for run in 0..runs {
+        proc::check_interrupted()?;
+        // Each run is A B B A (halves of the requests each), A alternating between runs: both
+        // variants see the same share of whatever else the machine does meanwhile.
+        let first_demo = run % 2 == 0;
+        let order = [first_demo, !first_demo, !first_demo, first_demo];
+        let mut time = (0.0, 0.0);
+        for (i, is_demo) in order.into_iter().enumerate() {
+            let (url, name) = if is_demo {
+                (&url_demo, "gracedemo")
+            } else {
+                (&url_bare, "bare")
+            };
+            let t = oha(
+                ctx,
+                url,
+                None,
+                requests / 2,
+                &format!("run{run}-{i}-{name}-throughput"),
+            )?;
+            let secs = (requests / 2) as f64 / t.rps.max(1.0);
+            if is_demo {
+                time.0 += secs;
+            } else {
+                time.1 += secs;
+            }
+        }
+        let rps = (requests as f64 / time.0, requests as f64 / time.1);
+        let mut latency = ([0.0; 3], [0.0; 3]);
+        for is_demo in [first_demo, !first_demo] {
+            let (url, name) = if is_demo {
+                (&url_demo, "gracedemo")
+            } else {
+                (&url_bare, "bare")
+            };
+            let l = oha(
+                ctx,
+                url,
+                Some(rate),
+                lat_requests,
+                &format!("run{run}-{name}-latency"),
+            )?;
+            let p = [l.latency.p50, l.latency.p99, l.latency.p999].map(|v| v.unwrap_or(f64::NAN));
+            if is_demo {
+                latency.0 = p;
+            } else {
+                latency.1 = p;
+            }
+        }
+        eprintln!(
+            "xtask: run {}: gracedemo {:.0} req/s, bare {:.0} req/s, ratio {:.3}",
+            run + 1,
+            rps.0,
+            rps.1,
+            rps.0 / rps.1
+        );
+        results.push(Run { rps, latency });
+    }
+    demo.stop()?;
+    drop(bare_group);
+    Ok(render(
+        &results,
+        rate,
+        requests,
+        lat_requests,
+        secs,
+        machine,
+        date,
+    ))
+}
+
+fn render(
+    runs: &[Run],
+    rate: u64,
+    requests: u64,
+    lat_requests: u64,
+    secs: f64,
+    machine: &Machine,
+    date: &str,
+) -> String {
+    let ratios: Vec<f64> = runs.iter().map(|r| r.rps.0 / r.rps.1).collect();
+    let (med, lo, hi) = (median(&ratios), min(&ratios), max(&ratios));
+    let verdict = if med >= TARGET { "meets" } else { "misses" };
+    let col = |f: &dyn Fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## gracedemo against a bare hyper-util server\n");
+    let _ = writeln!(
+        s,
+        "Throughput of `gracedemo` relative to `examples/bare.rs` (the same handler on a bare \
+         hyper-util `auto` server: no drain tracking, no admin port, no signals), gracedemo / \
+         bare: **median {med:.3}, spread {lo:.3}..{hi:.3}** over {} runs. That {verdict} the \
+         target of {TARGET:.2} or better.\n",
+        runs.len()
+    );
+    let _ = writeln!(
+        s,
+        "Latency at a fixed {rate} req/s (half of what the faster variant does; oha \
+         `--latency-correction`), median over the runs: gracedemo p50 {:.2} ms, p99 {:.2} ms, \
+         p99.9 {:.2} ms; bare p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms.\n",
+        col(&|r| r.latency.0[0]),
+        col(&|r| r.latency.0[1]),
+        col(&|r| r.latency.0[2]),
+        col(&|r| r.latency.1[0]),
+        col(&|r| r.latency.1[1]),
+        col(&|r| r.latency.1[2]),
+    );
+    let _ = writeln!(
+        s,
+        "- Load: oha {}, `GET /` over HTTP/1.1 keep-alive, 32 connections, on the same machine. \
+         Each run measures both servers: {requests} requests each unthrottled for throughput \
+         (about {secs} s), in halves ordered A B B A, A alternating between runs; then \
+         {lat_requests} requests each at the fixed rate for latency. One untimed pass of each \
+         precedes the first run.",
+        load::OHA_VERSION
+    );
+    let _ = writeln!(
+        s,
+        "- Command: `cargo xtask bench http` (builds both in release; `--http-runs N`, \
+         `--http-secs S`)."
+    );
+    let _ = writeln!(
+        s,
+        "- Machine: nproc {}, {}, kernel {}; client and servers share it.",
+        machine.nproc, machine.cpu, machine.kernel
+    );
+    let _ = writeln!(s, "- Date: {date} (UTC).\n");
+    let _ = writeln!(
+        s,
+        "| run | gracedemo (req/s) | bare (req/s) | gracedemo / bare | gracedemo p99 ms | bare p99 ms |"
+    );
+    let _ = writeln!(s, "|----:|---:|---:|---:|---:|---:|");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} |",
+            i + 1,
+            r.rps.0,
+            r.rps.1,
+            r.rps.0 / r.rps.1,
+            r.latency.0[1],
+            r.latency.1[1]
+        );
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
