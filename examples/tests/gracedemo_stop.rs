@@ -147,6 +147,8 @@ fn a_second_sigint_forces_the_stop() {
         "the second SIGINT did not force: exit took {took:?}"
     );
     assert!(endless.wait().is_err(), "the 60s request was not cut");
+    // The log is read by another thread: wait for its last line before looking at it whole.
+    demo.log.wait_for(&format!("drained pid={pid} "));
     let log = demo.log.text();
     assert!(log.contains("force-closing"), "{log}");
     assert!(

@@ -428,8 +428,19 @@ impl Grace {
             }
         }
 
-        // Stop accepting: each accept loop returns and drops its copy of the listener. The
-        // sockets themselves stay open for the successor (gracenet holds them).
+        if successor.is_none() {
+            // A final stop: close gracenet's copies of the sockets first (and remove socket and
+            // pid files), while the accept loops still accept. When the loops stop just below,
+            // theirs are the last copies, so each port closes the moment its loop stops: new
+            // clients are refused from then on, and no connection is left waiting in a backlog
+            // that nobody accepts from (closing a listener resets those).
+            let closing = Arc::clone(&net);
+            if let Err(e) = blocking(move || closing.close()).await? {
+                tracing::warn!(pid, error = %e, "closing the listeners");
+            }
+        }
+        // Stop accepting: each accept loop returns and drops its copy of the listener. After a
+        // handover the sockets stay open for the successor (gracenet holds them).
         metrics.draining.store(true, Ordering::Relaxed);
         handle.emit(Event::Draining);
         // Counted from here: connections the drain closes at once end before the shutdowns
@@ -439,14 +450,6 @@ impl Grace {
             d.drain();
         }
         while accepting.join_next().await.is_some() {}
-        if successor.is_none() {
-            // A final stop: close the ports, so new clients are refused at once rather than
-            // queued where nobody accepts, and remove socket and pid files.
-            let closing = Arc::clone(&net);
-            if let Err(e) = blocking(move || closing.close()).await? {
-                tracing::warn!(pid, error = %e, "closing the listeners");
-            }
-        }
         tracing::info!(
             pid,
             active = drains.iter().map(|d| d.counters().active).sum::<usize>(),
