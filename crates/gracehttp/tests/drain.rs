@@ -144,13 +144,14 @@ async fn a_request_on_a_long_idle_connection_at_drain_start_is_answered() {
     let net = util::net();
     let gate = Gate::new();
     let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let mut srv = util::start(grace, &net).await;
 
     let mut client = Client::connect(srv.tcp("web")).await;
     assert_eq!(client.get("/").await.status, 200);
     // Not synchronisation: the connection is to have been idle for long when the drain starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    srv.handle.stop();
+    // The request goes out once the drain has started (not merely been asked for).
+    srv.stop_and_wait_draining().await;
     let reply = client.get("/").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
