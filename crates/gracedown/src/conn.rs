@@ -172,6 +172,31 @@ impl ConnShared {
         self.flags()
     }
 
+    /// Runs one I/O poll of the connection: refused once the drain closed it, and, when it
+    /// would sleep outside the attached task, with its waker left for the drain (and refused
+    /// after all if the close happened meanwhile). `closed` says what a closed connection
+    /// answers in this direction.
+    fn guarded<T>(
+        &self,
+        direction: usize,
+        cx: &mut Context<'_>,
+        closed: fn(u8) -> io::Result<T>,
+        io: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let flags = self.flags();
+        if flags & CLOSING != 0 {
+            return Poll::Ready(closed(flags));
+        }
+        let poll = io(cx);
+        if poll.is_pending() && self.must_park(flags) {
+            let flags = self.park(direction, cx.waker());
+            if flags & CLOSING != 0 {
+                return Poll::Ready(closed(flags));
+            }
+        }
+        poll
+    }
+
     fn mark_idle(&self, drain: &Drain) {
         let inner = drain.inner();
         // Count first and set the bit second (and the other way round when leaving idle), so
@@ -393,20 +418,16 @@ impl<IO: AsyncRead> AsyncRead for Tracked<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        let shared = &this.guard.shared;
-        let flags = shared.flags();
-        if flags & CLOSING != 0 {
-            return Poll::Ready(read_closed(flags));
-        }
-        let poll = this.io.poll_read(cx, buf);
-        if poll.is_pending() && shared.must_park(flags) {
-            let flags = shared.park(READ, cx.waker());
-            if flags & CLOSING != 0 {
-                return Poll::Ready(read_closed(flags));
-            }
-        }
-        poll
+        let io = this.io;
+        this.guard
+            .shared
+            .guarded(READ, cx, read_closed, |cx| io.poll_read(cx, buf))
     }
+}
+
+/// Writes to a closed connection fail, idle or forced.
+fn write_closed<T>(flags: u8) -> io::Result<T> {
+    Err(closed_error(flags))
 }
 
 /// An idle connection reads as closed by the peer, which every protocol handles already; a
@@ -426,19 +447,10 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let shared = &this.guard.shared;
-        let flags = shared.flags();
-        if flags & CLOSING != 0 {
-            return Poll::Ready(Err(closed_error(flags)));
-        }
-        let poll = this.io.poll_write(cx, buf);
-        if poll.is_pending() && shared.must_park(flags) {
-            let flags = shared.park(WRITE, cx.waker());
-            if flags & CLOSING != 0 {
-                return Poll::Ready(Err(closed_error(flags)));
-            }
-        }
-        poll
+        let io = this.io;
+        this.guard
+            .shared
+            .guarded(WRITE, cx, write_closed, |cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -447,19 +459,10 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let shared = &this.guard.shared;
-        let flags = shared.flags();
-        if flags & CLOSING != 0 {
-            return Poll::Ready(Err(closed_error(flags)));
-        }
-        let poll = this.io.poll_write_vectored(cx, bufs);
-        if poll.is_pending() && shared.must_park(flags) {
-            let flags = shared.park(WRITE, cx.waker());
-            if flags & CLOSING != 0 {
-                return Poll::Ready(Err(closed_error(flags)));
-            }
-        }
-        poll
+        let io = this.io;
+        this.guard.shared.guarded(WRITE, cx, write_closed, |cx| {
+            io.poll_write_vectored(cx, bufs)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -468,19 +471,10 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let shared = &this.guard.shared;
-        let flags = shared.flags();
-        if flags & CLOSING != 0 {
-            return Poll::Ready(Err(closed_error(flags)));
-        }
-        let poll = this.io.poll_flush(cx);
-        if poll.is_pending() && shared.must_park(flags) {
-            let flags = shared.park(WRITE, cx.waker());
-            if flags & CLOSING != 0 {
-                return Poll::Ready(Err(closed_error(flags)));
-            }
-        }
-        poll
+        let io = this.io;
+        this.guard
+            .shared
+            .guarded(WRITE, cx, write_closed, |cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
