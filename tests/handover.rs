@@ -168,6 +168,59 @@ fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
     }
 }
 
+/// The child starts with no signal blocked, whatever the parent's thread had blocked (and
+/// although the child is started with every signal blocked); the parent's thread gets its
+/// own mask back.
+#[test]
+fn the_child_starts_with_clean_signal_state_and_the_parent_keeps_its_mask() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+    let dir = TempDir::new("signals");
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([
+            NETCHILD,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--report-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // Only this test's thread: the mask is per thread.
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGUSR1);
+    blocked.add(Signal::SIGTERM);
+    let mut before = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut before)).unwrap();
+    let upgraded = net.upgrade();
+    let mut after = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), Some(&mut after)).unwrap();
+    let pid = upgraded.unwrap();
+    let _reaper = Reaper(pid);
+    drop((listener, net));
+
+    assert!(after.contains(Signal::SIGUSR1) && after.contains(Signal::SIGTERM));
+    assert!(
+        !after.contains(Signal::SIGHUP) && !after.contains(Signal::SIGCHLD),
+        "the parent's thread was left with more signals blocked than it had"
+    );
+    let report = child_report(dir.path(), pid).expect("child report");
+    let masks = report
+        .lines()
+        .find_map(|l| l.strip_prefix("signals "))
+        .unwrap_or_else(|| panic!("no signal state in the report:\n{report}"));
+    let blocked = masks
+        .split(' ')
+        .find_map(|f| f.strip_prefix("blocked="))
+        .unwrap_or_else(|| panic!("no blocked mask in {masks:?}"));
+    assert_eq!(u64::from_str_radix(blocked, 16).unwrap(), 0, "{report}");
+}
+
 /// The new version need not use this library: any program that follows sd_listen_fds(3) and
 /// writes to the readiness pipe can take over.
 #[test]

@@ -30,6 +30,7 @@ struct Args {
     max: Duration,
     child_mode: String,
     raw_listen: Vec<String>,
+    pid_file: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -40,6 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
         max: Duration::from_secs(60),
         child_mode: "serve".into(),
         raw_listen: Vec::new(),
+        pid_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--report-dir" => args.report_dir = Some(value()?.into()),
             "--max-seconds" => args.max = Duration::from_secs(value()?.parse()?),
             "--child-mode" => args.child_mode = value()?,
+            "--pid-file" => args.pid_file = Some(value()?.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -71,6 +74,23 @@ fn subprocess_env_clean() -> anyhow::Result<bool> {
     Ok(!text
         .lines()
         .any(|l| l.starts_with("LISTEN_") || l.starts_with("GRACENET_")))
+}
+
+/// This process's blocked and ignored signals, as the kernel shows them (hex masks).
+fn signal_state() -> anyhow::Result<String> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .with_context(|| format!("no {name} in /proc/self/status"))
+    };
+    Ok(format!(
+        "signals blocked={} ignored={}",
+        field("SigBlk:")?,
+        field("SigIgn:")?
+    ))
 }
 
 fn flags(fd: impl AsFd + Copy) -> anyhow::Result<(bool, bool)> {
@@ -105,6 +125,8 @@ fn run() -> anyhow::Result<()> {
             .args(child_args)
             .ready_timeout(Some(Duration::from_secs(5)))
             .build()?
+    } else if let Some(p) = &args.pid_file {
+        Net::builder().pid_file(p).build()?
     } else {
         Net::from_env()?
     };
@@ -130,8 +152,9 @@ fn run() -> anyhow::Result<()> {
 
     let pid = std::process::id();
     let mut report = format!(
-        "pid={pid} generation={} env_clean={env_clean}\n",
-        net.generation()
+        "pid={pid} generation={} env_clean={env_clean}\n{}\n",
+        net.generation(),
+        signal_state()?
     );
     let mut listeners = Vec::new();
     for (name, endpoint) in &args.listen {
@@ -153,6 +176,7 @@ fn run() -> anyhow::Result<()> {
         fs::rename(&tmp, dir.join(format!("{pid}.report")))?;
     }
     net.ready()?;
+    net.claim_pid_file()?;
     if args.mode == "close" {
         // A final stop: close and remove what is ours.
         drop(listeners);

@@ -319,13 +319,23 @@ impl Grace {
             drains.push(drain);
         }
 
-        let ready_net = Arc::clone(&net);
-        blocking(move || ready_net.ready())
-            .await?
-            .map_err(Error::Ready)?;
+        // Called in place rather than on the blocking pool: with a parent it is eight bytes
+        // into the parent's pipe (without one, the pid file and a datagram to systemd), made
+        // once, before any accept loop runs on this runtime. A blocking-pool thread would
+        // have to be started for it, which costs more than the call, on the path to serving.
+        net.ready().map_err(Error::Ready)?;
         let mut accepting = JoinSet::new();
         for l in loops {
             accepting.spawn(l);
+        }
+        if net.has_parent() {
+            // The parent rewrites the pid file when it commits; make sure of it, off the path.
+            let claiming = Arc::clone(&net);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = claiming.claim_pid_file() {
+                    tracing::warn!(pid, error = %e, "the pid file does not name this process");
+                }
+            });
         }
         tracing::info!(pid, generation = net.generation(), "ready");
         handle.emit(Event::Ready {

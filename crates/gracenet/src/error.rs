@@ -82,7 +82,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// The new process could not be started (pipe, fork, or argument preparation failed).
+    /// The new process could not be started (pipe, clone, or argument preparation failed).
     #[error("cannot start {path}: {source}")]
     Spawn {
         /// The executable.
@@ -91,7 +91,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The new process was forked but `execve(2)` failed (missing file, not executable, ...).
+    /// The new process was started but `execve(2)` failed (missing file, not executable, ...).
     #[error("cannot execute {path}: {source}")]
     Exec {
         /// The executable.

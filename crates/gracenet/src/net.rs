@@ -595,32 +595,71 @@ impl Net {
     /// Tells whoever started this process that it serves. Call it once every listener is
     /// accepting.
     ///
-    /// It closes the inherited sockets nothing claimed, writes the pid file (when one is
-    /// configured), and then reports to the parent through the readiness pipe, or, without a
-    /// parent, sends `READY=1` to systemd. (After an upgrade the parent sends systemd
-    /// `MAINPID=` and `READY=1` for its successor: systemd accepts those only from the main
-    /// process.) Calling it again does nothing.
+    /// It closes the inherited sockets nothing claimed, then reports to the parent through the
+    /// readiness pipe, or, without a parent, writes the pid file (when one is configured) and
+    /// sends `READY=1` to systemd. (After an upgrade the parent sends systemd `MAINPID=` and
+    /// `READY=1` for its successor, since systemd accepts those only from the main process, and
+    /// rewrites the pid file when it commits: that write is kept off the path between this
+    /// report and this process serving. Call [`claim_pid_file`](Net::claim_pid_file) once
+    /// serving, to cover a parent that had no pid file or could not write it.) Calling it
+    /// again does nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::PidFile`], [`Error::Ready`] (the parent has gone) or [`Error::Notify`].
+    /// [`Error::PidFile`] (without a parent), [`Error::Ready`] (the parent has gone) or
+    /// [`Error::Notify`].
     pub fn ready(&self) -> Result<(), Error> {
         let mut st = self.state();
         if st.ready_done {
             return Ok(());
         }
         st.inherited.clear();
-        if let Some(path) = &self.pid_file {
-            pidfile::write(path, std::process::id())?;
-        }
         match st.ready_pipe.take() {
             Some(pipe) => {
                 write_all(&pipe, b"READY=1\n").map_err(|source| Error::Ready { source })?
             }
-            None => notify::ready()?,
+            None => {
+                if let Some(path) = &self.pid_file {
+                    pidfile::write(path, std::process::id())?;
+                }
+                notify::ready()?
+            }
         }
         st.ready_done = true;
         Ok(())
+    }
+
+    /// Makes the pid file (when one is configured) name this process, unless it already does
+    /// or this process has handed over since. Meant for a process started by an upgrade, after
+    /// [`ready`](Net::ready): its parent rewrites the pid file when it commits, but may have
+    /// had no pid file configured (an older version) or failed to write it. Does nothing
+    /// before `ready`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PidFile`] when the file cannot be read or written.
+    pub fn claim_pid_file(&self) -> Result<(), Error> {
+        let Some(path) = &self.pid_file else {
+            return Ok(());
+        };
+        if !self.state().ready_done {
+            return Ok(());
+        }
+        // Held while writing, so that an upgrade cannot commit (and its successor's pid be
+        // written) in between and be overwritten with this older pid.
+        let phase = self.upgrade.phase();
+        if matches!(*phase, Phase::Done(_)) {
+            return Ok(());
+        }
+        let pid = std::process::id();
+        if pidfile::read(path).map_err(|source| Error::PidFile {
+            path: path.clone(),
+            source,
+        })? == Some(pid)
+        {
+            return Ok(());
+        }
+        pidfile::write(path, pid)
     }
 
     /// Starts the new process with every listening socket, and returns without waiting for it.
@@ -711,9 +750,10 @@ impl Net {
         match child.wait_ready(self.ready_timeout) {
             Ok(pid) => {
                 // Committed: the successor serves whatever happens next, so nothing below may
-                // turn this into an error. The successor wrote the pid file itself in `ready`
-                // when it uses this library; this rewrite is for one that does not, and is
-                // best effort.
+                // turn this into an error. The pid file is rewritten here, not by the successor
+                // before it reports ready, to keep the write off the path to it serving; a
+                // successor using this library checks it afterwards (`claim_pid_file`), so a
+                // failure here is not the last word.
                 let _ = notify::main_pid(pid);
                 if let Some(path) = &self.pid_file {
                     let _ = pidfile::write(path, pid);

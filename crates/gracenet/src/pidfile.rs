@@ -31,6 +31,15 @@ pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
     result.map_err(err)
 }
 
+/// The pid the file names, or `None` when there is no file or it holds no pid.
+pub(crate) fn read(path: &Path) -> io::Result<Option<u32>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the pid file if it still names `pid` (a newer process may have replaced it).
 pub(crate) fn remove(path: &Path, pid: u32) -> Result<(), Error> {
     let err = |source| Error::PidFile {

@@ -1,0 +1,70 @@
+//! Who writes the pid file across an upgrade: the parent, when it commits (step 4 of the
+//! handover protocol), so that the successor's path to serving has no file write on it; and
+//! the successor afterwards (`claim_pid_file`), for a parent that had no pid file to write.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use grace_tests::{Reaper, TempDir, wait_for};
+use gracenet::Net;
+
+const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pid_in(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn upgrade(net: &Net) -> (u32, Reaper) {
+    let _listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let pid = net.upgrade().unwrap();
+    (pid, Reaper(pid))
+}
+
+#[test]
+fn the_parent_rewrites_its_pid_file_before_upgrade_returns() {
+    let dir = TempDir::new("pidfile-parent");
+    let path = dir.path().join("app.pid");
+    fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([NETCHILD, "--listen", "tcp://127.0.0.1:0"])
+        .pid_file(&path)
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let (pid, _reaper) = upgrade(&net);
+    // No wait: the rewrite is part of the commit.
+    assert_eq!(pid_in(&path), Some(pid));
+    // Handed over: the old process's close would not remove the successor's file.
+    drop(net);
+    assert_eq!(pid_in(&path), Some(pid));
+}
+
+#[test]
+fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
+    let dir = TempDir::new("pidfile-child");
+    let path = dir.path().join("app.pid");
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([
+            NETCHILD,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--pid-file",
+            path.to_str().unwrap(),
+        ])
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let (pid, _reaper) = upgrade(&net);
+    drop(net);
+    assert_eq!(
+        wait_for(TIMEOUT, || pid_in(&path).filter(|&p| p == pid)),
+        Some(pid),
+        "the successor never wrote its pid file"
+    );
+}
