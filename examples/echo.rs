@@ -190,6 +190,16 @@ async fn run(net: Arc<Net>, config: Config) -> ExitCode {
             "first process"
         }
     );
+    if parent {
+        // The parent rewrote the pid file when it committed; this covers a parent that had
+        // none configured. A file write: off the runtime's threads.
+        let net = Arc::clone(&net);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = net.claim_pid_file() {
+                log!("warning: {e}");
+            }
+        });
+    }
 
     let mut upgrades: JoinSet<Result<u32, gracenet::Error>> = JoinSet::new();
     let stop = loop {
