@@ -6,7 +6,12 @@
 //!   from a reset (oha's pool hides both behind retries or one error string);
 //! - the restart probe in `server.rs` (a new connection every few ms, to time when the new pid
 //!   answers and how slow a request gets inside the restart window, which oha cannot report
-//!   per window).
+//!   per window);
+//! - the HTTP/2 load client in `h2load.rs`, beside each of oha's HTTP/2 loads: it checks the
+//!   connection before each request and retries a request caught by a draining server's
+//!   GOAWAY only when RFC 9113 says the server did not process it, so that every other failure
+//!   counts as lost (oha cannot express that retry: it fails all such requests alike, so it
+//!   cannot tell a refused request from a lost one).
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

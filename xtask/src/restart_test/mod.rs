@@ -6,9 +6,12 @@
 //! missing, becomes a subreaper (so every generation, orphaned by its parent's exit, is ours to
 //! reap), and runs each scenario against a server of its own on fresh loopback ports. Each
 //! server runs in its own process group, killed whatever happens (error, panic, Ctrl-C).
+//! Beside each HTTP/2 load from oha runs the in-tree HTTP/2 client (`h2load`), which retries
+//! only what RFC 9113 says the server did not process, so that every request it fails is lost.
 
 mod clients;
 pub(crate) mod group;
+pub(crate) mod h2load;
 pub(crate) mod http;
 pub(crate) mod json;
 pub(crate) mod load;

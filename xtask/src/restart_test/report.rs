@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::h2load::H2Stats;
 use super::json::Json;
 use super::load::LoadResult;
 
@@ -129,7 +130,7 @@ impl Latency {
         }
     }
 
-    fn to_json(self) -> Json {
+    pub(crate) fn to_json(self) -> Json {
         Json::obj([
             ("p50", self.p50.into()),
             ("p99", self.p99.into()),
@@ -198,8 +199,10 @@ pub(crate) struct ScenarioResult {
     pub(crate) duration: Duration,
     /// oha's runs.
     pub(crate) loads: Vec<LoadResult>,
-    /// The in-tree clients' requests (slow requests, idle reuse, probes).
+    /// The in-tree clients' requests (slow requests, idle reuse, probes, the HTTP/2 client).
     pub(crate) clients: Outcomes,
+    /// The in-tree HTTP/2 client's figures, one per HTTP/2 load (also in `clients`).
+    pub(crate) h2_clients: Vec<H2Stats>,
     pub(crate) restarts: Vec<RestartRecord>,
     pub(crate) max_generations: usize,
     pub(crate) zombies: Vec<u32>,
@@ -247,6 +250,12 @@ impl ScenarioResult {
             .unwrap_or_default()
     }
 
+    /// In-tree HTTP/2 client requests answered after a retry RFC 9113 allows (never sent, or
+    /// refused unprocessed); each counts once among the requests.
+    pub(crate) fn retried(&self) -> u64 {
+        self.h2_clients.iter().map(|c| c.retried).sum()
+    }
+
     /// The slowest probe request inside any restart window.
     pub(crate) fn window_max(&self) -> Option<Duration> {
         self.restarts.iter().filter_map(|r| r.probe_max).max()
@@ -284,7 +293,12 @@ impl ScenarioResult {
                 self.outcomes().failed().saturating_sub(self.excused).into(),
             ),
             ("excused", self.excused.into()),
+            ("retried", self.retried().into()),
             ("client_outcomes", self.clients.to_json()),
+            (
+                "h2_clients",
+                Json::Arr(self.h2_clients.iter().map(H2Stats::to_json).collect()),
+            ),
             ("latency_ms", self.latency().to_json()),
             (
                 "restart_window_max_latency_ms",
@@ -382,6 +396,7 @@ pub(crate) fn render(results: &[ScenarioResult]) -> String {
             "requests",
             "lost",
             "excused",
+            "retried",
             "non-2xx",
             "refused",
             "reset",
@@ -423,6 +438,7 @@ pub(crate) fn render(results: &[ScenarioResult]) -> String {
             o.total().to_string(),
             o.failed().saturating_sub(r.excused).to_string(),
             r.excused.to_string(),
+            r.retried().to_string(),
             o.non2xx.to_string(),
             o.refused.to_string(),
             o.reset.to_string(),
@@ -467,8 +483,10 @@ pub(crate) fn render(results: &[ScenarioResult]) -> String {
         out,
         "\nlost: failed requests less the excused ones (refused after a final stop; oha's \
          HTTP/2 requests caught by a GOAWAY, at most one per oha worker per \
-         restart). Latency: oha's percentiles (corrected for coordinated omission; the worst of the \
-         loads run side by side); window max: the slowest in-tree probe request (a new \
+         restart). retried: requests of the in-tree HTTP/2 client answered after a retry RFC \
+         9113 allows (never sent, or refused unprocessed), each counted once among the \
+         requests. Latency: oha's percentiles (corrected for coordinated omission; the worst \
+         of the loads run side by side); window max: the slowest in-tree probe request (a new \
          connection every few ms) between a restart signal and the old pid's exit. fds w/o \
          conns and RSS: the generation about to be replaced, first and last restart."
     );

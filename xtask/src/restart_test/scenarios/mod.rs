@@ -8,11 +8,13 @@ mod idle;
 mod slow;
 mod under_load;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::Env;
+use super::h2load::{self, H2Load, H2Stats};
 use super::load::{self, Kind, Load, Proto};
 use super::report::ScenarioResult;
 use super::server::{Config, Demo, Launch};
@@ -155,17 +157,29 @@ fn kind(proto: Proto, tls: bool) -> Kind {
     Kind { proto, tls }
 }
 
-/// Starts one oha per kind, for `planned` at each kind's rate divided among the kinds.
+/// The loads of a scenario: one oha per kind and, beside each HTTP/2 one, the in-tree HTTP/2
+/// client (`h2load`), which retries what the protocol says was not processed and so shows
+/// whether a request was lost where oha can only fail it.
+#[derive(Debug)]
+pub(super) struct Loads {
+    oha: Vec<load::Running>,
+    h2: Vec<H2Load>,
+}
+
+/// Starts one oha per kind, for `planned` at each kind's rate divided among the kinds, and the
+/// in-tree HTTP/2 client beside each HTTP/2 kind (at [`h2load::RATE`], or the kind's rate if
+/// lower).
 pub(super) fn start_loads(
     env: &Env,
     demo: &Demo,
     result: &mut ScenarioResult,
     kinds: &[Kind],
     planned: Duration,
-) -> Result<Vec<load::Running>> {
+) -> Result<Loads> {
     let mut running = Vec::new();
     let share = kinds.len() as u64;
     let mut plans = Vec::new();
+    let mut h2_plans = Vec::new();
     for &k in kinds {
         let (rate, capacity) = env.rate(k, demo)?;
         let rate = (rate / share).max(50);
@@ -185,6 +199,22 @@ pub(super) fn start_loads(
             requests,
             ca: k.tls.then(|| env.ca.clone()),
         });
+        if k.proto == Proto::H2 {
+            let port = if k.tls {
+                demo.ports
+                    .https
+                    .context("TLS load on a server without TLS")?
+            } else {
+                demo.ports.http[0]
+            };
+            let rate = rate.min(h2load::RATE);
+            h2_plans.push(h2load::Plan {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                tls: k.tls.then(|| h2load::tls_config(&env.ca)).transpose()?,
+                rate,
+                requests: (rate as f64 * planned.as_secs_f64()) as u64,
+            });
+        }
     }
     // Calibration first (above), then every load at once.
     for (i, load) in plans.iter().enumerate() {
@@ -193,7 +223,11 @@ pub(super) fn start_loads(
         let log = env.work().join(format!("{base}.log"));
         running.push(load::start(&env.oha, load, &out, &log)?);
     }
-    Ok(running)
+    let mut h2 = Vec::new();
+    for plan in h2_plans {
+        h2.push(H2Load::start(plan)?);
+    }
+    Ok(Loads { oha: running, h2 })
 }
 
 /// Waits for the loads and adds them to the result. Any request not answered 2xx fails the
@@ -212,14 +246,21 @@ pub(super) fn start_loads(
 ///   retry, and real clients (hyper-util's pooled client, browsers) do. Measured: exactly one
 ///   per worker per restart. More than that bound is a failure. The limit of this excuse: a
 ///   stream the server processed and then reset would also read "http2 error", and would be
-///   hidden if it stayed within the bound.
+///   hidden if it stayed within the bound. That is what the in-tree HTTP/2 client run beside
+///   oha closes: it retries only what RFC 9113 says the server did not process, and every
+///   request it loses fails the scenario, with no excuse.
 pub(super) fn finish_loads(
     result: &mut ScenarioResult,
-    running: Vec<load::Running>,
+    loads: Loads,
     refused_ok: bool,
     restarts: usize,
 ) -> Result<()> {
-    for r in running {
+    let Loads { oha, h2 } = loads;
+    for client in h2 {
+        let stats = client.finish()?;
+        record_h2_client(result, stats);
+    }
+    for r in oha {
         let l = r.finish()?;
         let kind = l.kind.map_or("load", Kind::name);
         let mut failed = l.outcomes.failed();
@@ -246,8 +287,9 @@ pub(super) fn finish_loads(
                 result.note(format!(
                     "{kind}: {caught} requests caught by a GOAWAY (canceled unsent, or refused \
                      by the final GOAWAY) and not retried by oha; at most {} per restart \
-                     allowed, one per oha worker (see finish_loads)",
-                    conns * streams
+                     allowed, one per oha worker (see finish_loads){}",
+                    conns * streams,
+                    in_tree_h2(result, k.tls)
                 ));
             }
         }
@@ -278,4 +320,48 @@ pub(super) fn finish_loads(
         result.loads.push(l);
     }
     Ok(())
+}
+
+/// Adds the in-tree HTTP/2 client's requests to the scenario's: every one must be answered,
+/// retries the protocol allows included.
+fn record_h2_client(result: &mut ScenarioResult, stats: H2Stats) {
+    result.clients.add(&stats.outcomes());
+    result.note(stats.describe());
+    let lost = stats.lost_total();
+    if lost > 0 {
+        result.fail(format!(
+            "in-tree {} client: {lost} of {} requests lost ({}): {}",
+            stats.kind,
+            stats.requests,
+            stats.outcomes().describe(),
+            stats.errors.join("; ")
+        ));
+    }
+    let answered = stats.done();
+    if answered < stats.requests {
+        result.fail(format!(
+            "in-tree {} client: {answered} of {} requests done (stopped early)",
+            stats.kind, stats.requests
+        ));
+    }
+    result.h2_clients.push(stats);
+}
+
+/// What the in-tree client beside an HTTP/2 oha load found, for oha's GOAWAY note.
+fn in_tree_h2(result: &ScenarioResult, tls: bool) -> String {
+    let kind = if tls { "tls h2" } else { "h2c" };
+    match result.h2_clients.iter().find(|c| c.kind == kind) {
+        Some(c) if c.lost_total() == 0 => format!(
+            "; the in-tree {kind} client beside it, which retries only what RFC 9113 says the \
+             server did not process, lost none of its {} requests ({} answered after such a \
+             retry)",
+            c.requests, c.retried
+        ),
+        Some(c) => format!(
+            "; the in-tree {kind} client beside it lost {} of its {} requests",
+            c.lost_total(),
+            c.requests
+        ),
+        None => String::new(),
+    }
 }
