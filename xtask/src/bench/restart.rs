@@ -1,17 +1,25 @@
 //! Restart latency: from `SIGUSR2` to the first answer from the new pid, and to the old pid's
-//! exit, over many restarts, idle and under keep-alive load.
+//! exit, over many restarts, idle and under keep-alive load. The baseline, measured in the same
+//! run and alternated with the idle restarts: a cold start of the same binary with the same
+//! flags, from spawning it to its first answer, which an exec-based restart cannot beat by much
+//! (it skips only the binds).
 
 use std::fmt::Write as _;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::markdown::Machine;
 use super::versus::start_demo;
 use super::{Ctx, max, median};
+use crate::restart_test::http;
 use crate::restart_test::load::{self, Kind, Load};
 use crate::restart_test::proc;
 use crate::restart_test::report::RestartRecord;
+use crate::restart_test::server::free_ports;
 
 pub(crate) const BEGIN: &str = "<!-- restart-latency:begin -->";
 pub(crate) const END: &str = "<!-- restart-latency:end -->";
@@ -39,7 +47,55 @@ impl Series {
     }
 }
 
-fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
+/// A cold-started gracedemo, killed and reaped when dropped (on every path, errors included).
+struct Cold(Child);
+
+impl Drop for Cold {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts gracedemo from scratch with the flags a restarted one has and returns the time from
+/// the spawn to its first answer, probing as the restarts are probed.
+fn cold_start(ctx: &Ctx, i: usize) -> Result<f64> {
+    let ports = free_ports(3)?;
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let pid_file = ctx.dir.join("bench-cold.pid");
+    let log = File::create(ctx.dir.join("bench-cold.log")).context("creating bench-cold.log")?;
+    let mut command = Command::new(&ctx.gracedemo);
+    command
+        .args(["--http", &addr(ports[0]), "--http", &addr(ports[1])])
+        .args(["--admin", &addr(ports[2])])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let target = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let t0 = Instant::now();
+    let child = Cold(command.spawn().context("starting gracedemo")?);
+    let end = t0 + Duration::from_secs(10);
+    while Instant::now() < end {
+        proc::check_interrupted()?;
+        if let Ok(r) = http::get(target, "/pid", Duration::from_secs(1)) {
+            if r.pid() != Some(child.0.id()) {
+                bail!(
+                    "cold start {i}: {target} answered {:?}, not gracedemo",
+                    r.pid()
+                );
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            drop(child);
+            return Ok(ms);
+        }
+        std::thread::sleep(PROBE_PAUSE);
+    }
+    bail!("cold start {i}: gracedemo did not answer on {target} within 10 s")
+}
+
+fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>, Vec<f64>)> {
     let name = if loaded {
         "bench-restart-loaded"
     } else {
@@ -70,7 +126,11 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> 
         rate = Some(r);
         proc::sleep(INTERVAL / 2)?;
     }
-    for _ in 0..n {
+    let mut cold = Vec::new();
+    for i in 0..n {
+        if !loaded {
+            cold.push(cold_start(ctx, i)?);
+        }
         let t0 = Instant::now();
         // Probe until the old pid has exited (at most most of the interval).
         demo.restart(1, INTERVAL - Duration::from_millis(100))?;
@@ -95,13 +155,13 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> 
             demo.failures
         );
     }
-    Ok((Series::from(&records), rate))
+    Ok((Series::from(&records), rate, cold))
 }
 
 pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<String> {
     eprintln!("xtask: {n} restarts idle, then {n} under keep-alive load");
-    let (idle, _) = restarts(ctx, n, false)?;
-    let (loaded, rate) = restarts(ctx, n, true)?;
+    let (idle, _, cold) = restarts(ctx, n, false)?;
+    let (loaded, rate, _) = restarts(ctx, n, true)?;
     let meets = |ok: bool| if ok { "meets" } else { "misses" };
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
@@ -128,7 +188,23 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
             max(&series.to_exit)
         );
     }
+    let _ = writeln!(
+        s,
+        "| baseline: cold start, idle | {:.1} ms | {:.1} ms | | |",
+        median(&cold),
+        max(&cold)
+    );
     let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Idle restart against the baseline: median ratio {:.2} (to new pid / cold start, medians \
+         of the same run). The baseline is the same binary with the same flags started from \
+         scratch, from the spawn to its first answer on a new connection, alternated with the \
+         idle restarts: process start-up (exec, dynamic loading, runtime threads) that any \
+         exec-based restart pays too. A restart adds to it the signal's delivery and the \
+         parent's preparation, skips the binds and the pid file.\n",
+        median(&idle.to_new) / median(&cold)
+    );
     let _ = writeln!(
         s,
         "Targets: under load, median at most {LOADED_MEDIAN} ms ({}) and max at most \
