@@ -68,3 +68,31 @@ fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
         "the successor never wrote its pid file"
     );
 }
+
+#[test]
+fn a_failed_upgrade_leaves_the_pid_file_and_nothing_else() {
+    let dir = TempDir::new("pidfile-failed");
+    let path = dir.path().join("app.pid");
+    let me = std::process::id();
+    fs::write(&path, format!("{me}\n")).unwrap();
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([NETCHILD, "--mode", "exit1"])
+        .pid_file(&path)
+        .ready_timeout(Some(TIMEOUT))
+        .build()
+        .unwrap();
+    let _listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = net.upgrade().unwrap_err();
+    assert!(
+        matches!(err, gracenet::Error::ChildExited { .. }),
+        "{err:?}"
+    );
+    assert_eq!(pid_in(&path), Some(me));
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["app.pid"], "a temporary pid file was left behind");
+}

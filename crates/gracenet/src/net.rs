@@ -747,6 +747,12 @@ impl Net {
         let child = self.start_process()?;
         // A failed notification must not fail the upgrade: systemd only loses a status line.
         let _ = notify::reloading();
+        // The new pid file is written now, while the successor starts, and only renamed into
+        // place when it commits. A failure here is not the upgrade's: it is tried again then.
+        let prepared = self
+            .pid_file
+            .as_deref()
+            .map(|path| pidfile::Prepared::new(path, child.pid()));
         match child.wait_ready(self.ready_timeout) {
             Ok(pid) => {
                 // Committed: the successor serves whatever happens next, so nothing below may
@@ -755,8 +761,14 @@ impl Net {
                 // successor using this library checks it afterwards (`claim_pid_file`), so a
                 // failure here is not the last word.
                 let _ = notify::main_pid(pid);
-                if let Some(path) = &self.pid_file {
-                    let _ = pidfile::write(path, pid);
+                match (prepared, &self.pid_file) {
+                    (Some(Ok(prepared)), _) => {
+                        let _ = prepared.commit();
+                    }
+                    (_, Some(path)) => {
+                        let _ = pidfile::write(path, pid);
+                    }
+                    (_, None) => {}
                 }
                 Ok(pid)
             }

@@ -9,26 +9,62 @@ use crate::Error;
 /// Writes `pid` followed by a newline to `path` through a temporary file in the same
 /// directory and a rename, so the file always holds one whole pid: the old one or the new one.
 pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
-    let err = |source| Error::PidFile {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = temp_path(path, pid).map_err(err)?;
-    let result = (|| {
+    Prepared::new(path, pid)?.commit()
+}
+
+/// A pid file written to its temporary name, to be renamed into place later: the slow part
+/// (creating and writing a file) done ahead, while the new process starts, and only the rename
+/// left for the moment it commits. Dropped uncommitted, the temporary file is removed.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    path: PathBuf,
+    tmp: Option<PathBuf>,
+}
+
+impl Prepared {
+    pub(crate) fn new(path: &Path, pid: u32) -> Result<Prepared, Error> {
+        let err = |source| Error::PidFile {
+            path: path.to_owned(),
+            source,
+        };
+        let tmp = temp_path(path, pid).map_err(err)?;
+        let prepared = Prepared {
+            path: path.to_owned(),
+            tmp: Some(tmp.clone()),
+        };
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)?;
+            .open(&tmp)
+            .map_err(err)?;
         // No fsync: the rename alone makes the change atomic for readers, and a pid file has
-        // nothing to preserve across a crash. It is written on the upgrade's critical path.
-        writeln!(f, "{pid}")?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        // nothing to preserve across a crash.
+        writeln!(f, "{pid}").map_err(err)?;
+        Ok(prepared)
     }
-    result.map_err(err)
+
+    /// Renames the file into place.
+    pub(crate) fn commit(mut self) -> Result<(), Error> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        fs::rename(&tmp, &self.path).map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            Error::PidFile {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 /// The pid the file names, or `None` when there is no file or it holds no pid.
