@@ -12,6 +12,11 @@
 //!   rather than reset, and never later than [`DRAIN_MAX_IDLE_WAIT`] after the drain started;
 //! - outside a drain, a connection idle for the idle timeout is asked too.
 //!
+//! Requests are not reported to the supervisor one by one (that would wake the connection's
+//! task twice per request, and re-arm a timer each time): they update counters, and the
+//! supervisor reads them when its one timer fires or the drain starts, and re-arms the timer
+//! from what it finds. A request answered during a drain says `Connection: close` itself.
+//!
 //! Handshakes and header reads keep their own timeouts; anything still open at the stop
 //! deadline is force-closed by gracedown.
 
@@ -28,7 +33,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::ServerMetrics;
@@ -109,7 +113,6 @@ struct ConnState {
     /// connection: hyper's own timer only starts once the protocol has been detected from the
     /// first bytes, so a client that sends nothing would otherwise escape it.
     seen_request: AtomicBool,
-    changed: Notify,
 }
 
 impl ConnState {
@@ -124,7 +127,6 @@ struct InFlight(Arc<ConnState>);
 impl InFlight {
     fn enter(state: &Arc<ConnState>) -> InFlight {
         state.in_flight.fetch_add(1, Ordering::AcqRel);
-        state.changed.notify_one();
         InFlight(Arc::clone(state))
     }
 }
@@ -140,7 +142,6 @@ impl Drop for InFlight {
             Ordering::Release,
         );
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        s.changed.notify_one();
     }
 }
 
@@ -233,7 +234,6 @@ where
         start,
         http2: AtomicBool::new(false),
         seen_request: AtomicBool::new(false),
-        changed: Notify::new(),
     });
     let svc = Svc {
         handler: ctx.handler.clone(),
@@ -284,7 +284,6 @@ where
                 return;
             }
             () = &mut drained, if draining_since.is_none() => draining_since = Some(Instant::now()),
-            () = state.changed.notified(), if !asked => {}
             () = tokio::time::sleep_until(close_at.unwrap_or(start)), if close_at.is_some() => {}
         }
     }
@@ -294,7 +293,8 @@ fn close_at_now(state: &ConnState, draining_since: Option<Instant>, timeouts: &T
     close_at(state, draining_since, timeouts).is_some_and(|at| at <= Instant::now())
 }
 
-/// When to ask hyper to close the connection, if at all yet.
+/// When to ask hyper to close the connection, or (when that is not known from the counters
+/// alone) to look again; `None`: only the drain can change it.
 fn close_at(
     state: &ConnState,
     draining_since: Option<Instant>,
@@ -308,7 +308,9 @@ fn close_at(
         Some(drain) => {
             Some((state.idle_since().max(drain) + DRAIN_MIN_IDLE).min(drain + DRAIN_MAX_IDLE_WAIT))
         }
-        None if in_flight => None,
+        // Requests are not reported one by one: look again an idle timeout from now, when the
+        // idle time is counted from the end of the last request.
+        None if in_flight => timeouts.idle.map(|idle| Instant::now() + idle),
         None => {
             let idle = timeouts.idle.map(|idle| state.idle_since() + idle);
             let first_request = match state.seen_request.load(Ordering::Relaxed) {

@@ -159,6 +159,42 @@ async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
     assert_no_library_panic();
 }
 
+/// A request that takes longer than the idle timeout is not cut off, and the connection's idle
+/// time counts from its response.
+#[tokio::test(start_paused = true)]
+async fn a_request_longer_than_the_idle_timeout_is_answered_and_idle_counts_from_its_end() {
+    count_library_panics();
+    let net = util::net();
+    let gate = Gate::new();
+    let idle = Duration::from_millis(300);
+    let grace = util::grace(&net)
+        .timeouts(Timeouts::default().idle(Some(idle)))
+        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
+    let srv = util::start(grace, &net).await;
+
+    let mut client = Client::connect(srv.tcp("web")).await;
+    client.send_get("/gate").await;
+    gate.wait_entered(1).await;
+    // Three idle timeouts with the request in flight.
+    tokio::time::sleep(idle * 3).await;
+    gate.release(1);
+    let res = client.response().await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("connection"), None, "kept alive: {res:?}");
+    let last = Instant::now();
+    client.assert_clean_eof().await;
+    let after = last.elapsed();
+    assert!(
+        after >= idle - Duration::from_millis(2) && after <= idle + Duration::from_millis(50),
+        "closed {after:?} after the response"
+    );
+
+    srv.handle.stop();
+    let drained = srv.stopped().await;
+    assert_eq!((drained.finished, drained.forced), (0, 0), "{drained:?}");
+    assert_no_library_panic();
+}
+
 /// Random bytes, malformed requests, an oversized header and a broken HTTP/2 preface: each
 /// gets a 4xx response or a closed connection, and the server keeps serving.
 #[tokio::test]

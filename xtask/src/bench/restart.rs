@@ -1,8 +1,8 @@
 //! Restart latency: from `SIGUSR2` to the first answer from the new pid, and to the old pid's
 //! exit, over many restarts, idle and under keep-alive load. The baseline, measured in the same
-//! run and alternated with the idle restarts: a cold start of the same binary with the same
-//! flags, from spawning it to its first answer, which an exec-based restart cannot beat by much
-//! (it skips only the binds).
+//! run and alternated with the restarts: a cold start of the same binary with the same flags,
+//! from spawning it to its first answer, which an exec-based restart cannot beat by much (it
+//! skips only the binds and the pid file).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use super::markdown::Machine;
 use super::versus::start_demo;
-use super::{Ctx, max, median};
+use super::{Ctx, max, median, min};
 use crate::restart_test::http;
 use crate::restart_test::load::{self, Kind, Load};
 use crate::restart_test::proc;
@@ -35,15 +35,29 @@ const INTERVAL: Duration = Duration::from_secs(1);
 struct Series {
     to_new: Vec<f64>,
     to_exit: Vec<f64>,
+    /// The cold start after each restart, ms.
+    cold: Vec<f64>,
+    /// Each restart's time to the new pid paired with the cold start after it.
+    pairs: Vec<(f64, f64)>,
 }
 
 impl Series {
-    fn from(records: &[RestartRecord]) -> Series {
+    fn from(records: &[RestartRecord], cold: Vec<f64>) -> Series {
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         Series {
             to_new: records.iter().filter_map(|r| ms(r.to_new)).collect(),
             to_exit: records.iter().filter_map(|r| ms(r.to_old_exit)).collect(),
+            pairs: records
+                .iter()
+                .zip(&cold)
+                .filter_map(|(r, &c)| Some((ms(r.to_new)?, c)))
+                .collect(),
+            cold,
         }
+    }
+
+    fn ratios(&self) -> Vec<f64> {
+        self.pairs.iter().map(|&(r, c)| r / c).collect()
     }
 }
 
@@ -95,7 +109,7 @@ fn cold_start(ctx: &Ctx, i: usize) -> Result<f64> {
     bail!("cold start {i}: gracedemo did not answer on {target} within 10 s")
 }
 
-fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>, Vec<f64>)> {
+fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
     let name = if loaded {
         "bench-restart-loaded"
     } else {
@@ -128,12 +142,11 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>, V
     }
     let mut cold = Vec::new();
     for i in 0..n {
-        if !loaded {
-            cold.push(cold_start(ctx, i)?);
-        }
         let t0 = Instant::now();
         // Probe until the old pid has exited (at most most of the interval).
         demo.restart(1, INTERVAL - Duration::from_millis(100))?;
+        // The baseline, under the same conditions, once the restart is over.
+        cold.push(cold_start(ctx, i)?);
         if loaded {
             proc::sleep_until(t0 + INTERVAL)?;
         }
@@ -155,13 +168,13 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>, V
             demo.failures
         );
     }
-    Ok((Series::from(&records), rate, cold))
+    Ok((Series::from(&records, cold), rate))
 }
 
 pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<String> {
     eprintln!("xtask: {n} restarts idle, then {n} under keep-alive load");
-    let (idle, _, cold) = restarts(ctx, n, false)?;
-    let (loaded, rate, _) = restarts(ctx, n, true)?;
+    let (idle, _) = restarts(ctx, n, false)?;
+    let (loaded, rate) = restarts(ctx, n, true)?;
     let meets = |ok: bool| if ok { "meets" } else { "misses" };
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
@@ -188,23 +201,36 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
             max(&series.to_exit)
         );
     }
-    let _ = writeln!(
-        s,
-        "| baseline: cold start, idle | {:.1} ms | {:.1} ms | | |",
-        median(&cold),
-        max(&cold)
-    );
+    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
+        let _ = writeln!(
+            s,
+            "| baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
+            median(&series.cold),
+            max(&series.cold)
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Idle restart against the baseline: median ratio {:.2} (to new pid / cold start, medians \
-         of the same run). The baseline is the same binary with the same flags started from \
-         scratch, from the spawn to its first answer on a new connection, alternated with the \
-         idle restarts: process start-up (exec, dynamic loading, runtime threads) that any \
-         exec-based restart pays too. A restart adds to it the signal's delivery and the \
-         parent's preparation, skips the binds and the pid file.\n",
-        median(&idle.to_new) / median(&cold)
+        "The baseline is the same binary with the same flags started from scratch, timed from \
+         the spawn to its first answer on a new connection (probed the same way), once after \
+         each restart: the process start-up (exec, dynamic loading, runtime threads) that any \
+         exec-based restart pays too. A restart adds the signal's delivery and the parent's \
+         preparation, and skips the binds and the pid file. Restart against the cold start \
+         after it (to new pid / cold start, each pair):\n"
     );
+    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
+        let ratios = series.ratios();
+        let _ = writeln!(
+            s,
+            "- {name}: median {:.2}, spread {:.2}..{:.2} over {} pairs",
+            median(&ratios),
+            min(&ratios),
+            max(&ratios),
+            ratios.len()
+        );
+    }
+    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Targets: under load, median at most {LOADED_MEDIAN} ms ({}) and max at most \
