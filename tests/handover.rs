@@ -170,9 +170,10 @@ fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
 
 /// The child starts with no signal blocked, whatever the parent's thread had blocked (and
 /// although the child is started with every signal blocked); the parent's thread gets its
-/// own mask back.
+/// own mask back. (That the child reset the parent's handlers before unblocking cannot be
+/// seen after `execve`, which resets them too.)
 #[test]
-fn the_child_starts_with_clean_signal_state_and_the_parent_keeps_its_mask() {
+fn the_child_starts_with_no_signal_blocked_and_the_parent_keeps_its_mask() {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
     let dir = TempDir::new("signals");

@@ -38,9 +38,48 @@ fn the_parent_rewrites_its_pid_file_before_upgrade_returns() {
     let (pid, _reaper) = upgrade(&net);
     // No wait: the rewrite is part of the commit.
     assert_eq!(pid_in(&path), Some(pid));
-    // Handed over: the old process's close would not remove the successor's file.
-    drop(net);
-    assert_eq!(pid_in(&path), Some(pid));
+}
+
+/// The usual set-up: parent and successor configured with the same pid file. The parent
+/// renames the file it prepared while the successor claims it: both name the successor, and
+/// neither write gets in the other's way (each has a temporary file of its own).
+#[test]
+fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
+    let dir = TempDir::new("pidfile-shared");
+    let path = dir.path().join("app.pid");
+    for round in 0..5 {
+        let net = Net::builder()
+            .inherit(false)
+            .executable(NETCHILD)
+            .args([
+                NETCHILD,
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--pid-file",
+                path.to_str().unwrap(),
+                "--report-dir",
+                dir.path().to_str().unwrap(),
+            ])
+            .pid_file(&path)
+            .ready_timeout(Some(TIMEOUT))
+            .build()
+            .unwrap();
+        let (pid, _reaper) = upgrade(&net);
+        let claimed = dir.path().join(format!("{pid}.claimed"));
+        // The successor writes this once its claim returned, which it must (it exits on an
+        // error, and the marker never appears).
+        assert!(
+            wait_for(TIMEOUT, || claimed.exists().then_some(())).is_some(),
+            "round {round}: the successor's claim did not succeed"
+        );
+        assert_eq!(pid_in(&path), Some(pid), "round {round}");
+        let temporary: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(temporary.is_empty(), "round {round}: left {temporary:?}");
+    }
 }
 
 #[test]

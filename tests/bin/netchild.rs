@@ -177,6 +177,9 @@ fn run() -> anyhow::Result<()> {
     }
     net.ready()?;
     net.claim_pid_file()?;
+    if let Some(dir) = &args.report_dir {
+        fs::write(dir.join(format!("{pid}.claimed")), "")?;
+    }
     if args.mode == "close" {
         // A final stop: close and remove what is ours.
         drop(listeners);

@@ -12,10 +12,12 @@
 //!   rather than reset, and never later than [`DRAIN_MAX_IDLE_WAIT`] after the drain started;
 //! - outside a drain, a connection idle for the idle timeout is asked too.
 //!
-//! Requests are not reported to the supervisor one by one (that would wake the connection's
-//! task twice per request, and re-arm a timer each time): they update counters, and the
-//! supervisor reads them when its one timer fires or the drain starts, and re-arms the timer
-//! from what it finds. A request answered during a drain says `Connection: close` itself.
+//! Outside a drain, requests are not reported to the supervisor one by one (that would wake
+//! the connection's task twice per request, and re-arm a timer each time): they update
+//! counters, and the supervisor reads them when its one timer fires or the drain starts, and
+//! re-arms the timer from what it finds. During a drain a request's start wakes it, so that a
+//! first HTTP/2 request gets its GOAWAY at once; an HTTP/1.1 response written during a drain
+//! says `Connection: close` itself.
 //!
 //! Handshakes and header reads keep their own timeouts; anything still open at the stop
 //! deadline is force-closed by gracedown.
@@ -33,6 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::ServerMetrics;
@@ -113,6 +116,10 @@ struct ConnState {
     /// connection: hyper's own timer only starts once the protocol has been detected from the
     /// first bytes, so a client that sends nothing would otherwise escape it.
     seen_request: AtomicBool,
+    /// Set by the supervisor once the drain has started: from then on a request's start wakes
+    /// it through `started`.
+    draining: AtomicBool,
+    started: Notify,
 }
 
 impl ConnState {
@@ -126,7 +133,12 @@ struct InFlight(Arc<ConnState>);
 
 impl InFlight {
     fn enter(state: &Arc<ConnState>) -> InFlight {
-        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        // SeqCst here and in the supervisor (flag stored, then counter read): either the
+        // supervisor sees this request in flight, or this request sees the drain and wakes it.
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        if state.draining.load(Ordering::SeqCst) {
+            state.started.notify_one();
+        }
         InFlight(Arc::clone(state))
     }
 }
@@ -234,6 +246,8 @@ where
         start,
         http2: AtomicBool::new(false),
         seen_request: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        started: Notify::new(),
     });
     let svc = Svc {
         handler: ctx.handler.clone(),
@@ -283,7 +297,11 @@ where
                 }
                 return;
             }
-            () = &mut drained, if draining_since.is_none() => draining_since = Some(Instant::now()),
+            () = &mut drained, if draining_since.is_none() => {
+                draining_since = Some(Instant::now());
+                state.draining.store(true, Ordering::SeqCst);
+            }
+            () = state.started.notified(), if draining_since.is_some() && !asked => {}
             () = tokio::time::sleep_until(close_at.unwrap_or(start)), if close_at.is_some() => {}
         }
     }
@@ -300,7 +318,7 @@ fn close_at(
     draining_since: Option<Instant>,
     timeouts: &Timeouts,
 ) -> Option<Instant> {
-    let in_flight = state.in_flight.load(Ordering::Acquire) > 0;
+    let in_flight = state.in_flight.load(Ordering::SeqCst) > 0;
     match draining_since {
         Some(drain) if in_flight || state.http2.load(Ordering::Relaxed) => Some(drain),
         // Every idle connection gets DRAIN_MIN_IDLE from the drain (or from its last

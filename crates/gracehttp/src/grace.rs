@@ -319,11 +319,18 @@ impl Grace {
             drains.push(drain);
         }
 
-        // Called in place rather than on the blocking pool: with a parent it is eight bytes
-        // into the parent's pipe (without one, the pid file and a datagram to systemd), made
-        // once, before any accept loop runs on this runtime. A blocking-pool thread would
-        // have to be started for it, which costs more than the call, on the path to serving.
-        net.ready().map_err(Error::Ready)?;
+        if net.has_parent() {
+            // In place rather than on the blocking pool: eight bytes into the parent's pipe,
+            // once, before any accept loop runs. A blocking-pool thread would have to be
+            // started for it, which costs more than the call, on the path to serving.
+            net.ready().map_err(Error::Ready)?;
+        } else {
+            // The pid file and a datagram to systemd: file I/O, off the runtime's threads.
+            let ready_net = Arc::clone(&net);
+            blocking(move || ready_net.ready())
+                .await?
+                .map_err(Error::Ready)?;
+        }
         let mut accepting = JoinSet::new();
         for l in loops {
             accepting.spawn(l);

@@ -285,6 +285,46 @@ async fn http2_stream_in_flight_completes_and_the_connection_ends() {
     );
 }
 
+/// An HTTP/2 connection whose first request arrives during the drain gets its GOAWAY at once,
+/// while that request is still in flight, not a minimum idle time later.
+#[tokio::test(start_paused = true)]
+async fn http2_first_request_during_the_drain_gets_goaway_at_once() {
+    let net = util::net();
+    let gate = Gate::new();
+    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
+    let mut srv = util::start(grace, &net).await;
+    let mut h2 = RawH2::connect(srv.tcp("web")).await;
+    srv.stop_and_wait_draining().await;
+
+    // GET /gate on stream 1, encoded as in the test below.
+    let mut block = vec![0x82, 0x86, 0x04, 5];
+    block.extend_from_slice(b"/gate");
+    block.extend_from_slice(&[0x01, 4]);
+    block.extend_from_slice(b"test");
+    h2.send(TYPE_HEADERS, 0x5, 1, &block).await;
+    gate.wait_entered(1).await;
+    let sent = Instant::now();
+    loop {
+        let frame = h2
+            .frame()
+            .await
+            .expect("a GOAWAY, not the end of the connection");
+        assert_ne!(frame.stream, 1, "nothing on the held stream: {frame:?}");
+        if frame.kind == TYPE_GOAWAY {
+            break;
+        }
+    }
+    assert!(
+        sent.elapsed() < DRAIN_MIN_IDLE / 5,
+        "GOAWAY {:?} after the first request",
+        sent.elapsed()
+    );
+    gate.release(1);
+    while h2.frame().await.is_some() {}
+    let drained = srv.stopped().await;
+    assert_eq!((drained.forced, drained.stuck), (0, 0), "{drained:?}");
+}
+
 /// The same at the frame level: GOAWAY arrives while the stream is still open, the stream is
 /// then answered in full, and the server closes the connection.
 #[tokio::test]

@@ -629,11 +629,13 @@ impl Net {
         Ok(())
     }
 
-    /// Makes the pid file (when one is configured) name this process, unless it already does
-    /// or this process has handed over since. Meant for a process started by an upgrade, after
-    /// [`ready`](Net::ready): its parent rewrites the pid file when it commits, but may have
-    /// had no pid file configured (an older version) or failed to write it. Does nothing
-    /// before `ready`.
+    /// Makes the pid file (when one is configured) name this process, unless it already does,
+    /// this process has handed over since, or it was closed. Meant for a process started by an
+    /// upgrade, once it serves: its parent renames the pid file into place when it commits, but
+    /// may have had no pid file configured (an older version) or failed to write it. Does
+    /// nothing before [`ready`](Net::ready).
+    ///
+    /// It blocks on file I/O: from async code, run it with `spawn_blocking`.
     ///
     /// # Errors
     ///
@@ -642,24 +644,31 @@ impl Net {
         let Some(path) = &self.pid_file else {
             return Ok(());
         };
-        if !self.state().ready_done {
-            return Ok(());
-        }
-        // Held while writing, so that an upgrade cannot commit (and its successor's pid be
-        // written) in between and be overwritten with this older pid.
-        let phase = self.upgrade.phase();
-        if matches!(*phase, Phase::Done(_)) {
-            return Ok(());
+        {
+            let st = self.state();
+            if !st.ready_done || st.closed {
+                return Ok(());
+            }
         }
         let pid = std::process::id();
-        if pidfile::read(path).map_err(|source| Error::PidFile {
+        let current = pidfile::read(path).map_err(|source| Error::PidFile {
             path: path.clone(),
             source,
-        })? == Some(pid)
-        {
+        })?;
+        if current == Some(pid) {
             return Ok(());
         }
-        pidfile::write(path, pid)
+        let prepared = pidfile::Prepared::new(path, pid)?;
+        // The rename under both locks: a final stop (which removes the file only if it names
+        // this process) cannot run in between, and an upgrade cannot have committed and its
+        // successor's pid be overwritten with this older one. Dropped, `prepared` removes its
+        // temporary file.
+        let st = self.state();
+        let phase = self.upgrade.phase();
+        if st.closed || matches!(*phase, Phase::Done(_)) {
+            return Ok(());
+        }
+        prepared.commit()
     }
 
     /// Starts the new process with every listening socket, and returns without waiting for it.
@@ -710,7 +719,18 @@ impl Net {
             env: vars,
         };
         let spawned = spawn::spawn(spec, &fds)?;
-        Ok(Child { spawned, guard })
+        drop(st);
+        // The successor's pid file is written now, while it starts, and only renamed into
+        // place when it commits (`Child::wait_ready`).
+        let pid_file = self.pid_file.as_ref().map(|path| PendingPidFile {
+            path: path.clone(),
+            prepared: pidfile::Prepared::new(path, spawned.pid()),
+        });
+        Ok(Child {
+            spawned,
+            guard,
+            pid_file,
+        })
     }
 
     /// Cancels the upgrade in progress, if any: the new process, not yet committed, is killed
@@ -747,29 +767,11 @@ impl Net {
         let child = self.start_process()?;
         // A failed notification must not fail the upgrade: systemd only loses a status line.
         let _ = notify::reloading();
-        // The new pid file is written now, while the successor starts, and only renamed into
-        // place when it commits. A failure here is not the upgrade's: it is tried again then.
-        let prepared = self
-            .pid_file
-            .as_deref()
-            .map(|path| pidfile::Prepared::new(path, child.pid()));
         match child.wait_ready(self.ready_timeout) {
             Ok(pid) => {
-                // Committed: the successor serves whatever happens next, so nothing below may
-                // turn this into an error. The pid file is rewritten here, not by the successor
-                // before it reports ready, to keep the write off the path to it serving; a
-                // successor using this library checks it afterwards (`claim_pid_file`), so a
-                // failure here is not the last word.
+                // Committed: the successor serves whatever happens next, so nothing here may
+                // turn this into an error.
                 let _ = notify::main_pid(pid);
-                match (prepared, &self.pid_file) {
-                    (Some(Ok(prepared)), _) => {
-                        let _ = prepared.commit();
-                    }
-                    (_, Some(path)) => {
-                        let _ = pidfile::write(path, pid);
-                    }
-                    (_, None) => {}
-                }
                 Ok(pid)
             }
             Err(e) => {
@@ -939,6 +941,14 @@ impl Drop for UpgradeGuard {
 pub struct Child {
     spawned: Spawned,
     guard: UpgradeGuard,
+    pid_file: Option<PendingPidFile>,
+}
+
+/// The successor's pid file, written under its temporary name while it starts.
+#[derive(Debug)]
+struct PendingPidFile {
+    path: PathBuf,
+    prepared: Result<pidfile::Prepared, Error>,
 }
 
 impl Child {
@@ -949,8 +959,9 @@ impl Child {
 
     /// Waits until the new process reports ready, exits, or `timeout` passes (`None`: no
     /// limit). Returns its pid once it is ready; the upgrade is then complete (the `Net`
-    /// refuses further ones with [`Error::Superseded`]) and the new process runs on its own (it
-    /// is not reaped by this process, which is expected to exit after draining).
+    /// refuses further ones with [`Error::Superseded`]), the pid file (when the `Net` has one)
+    /// names the new process, and the new process runs on its own (it is not reaped by this
+    /// process, which is expected to exit after draining).
     ///
     /// # Errors
     ///
@@ -961,9 +972,21 @@ impl Child {
         let cancel = &self.guard.upgrade.cancel;
         self.spawned.wait_ready(timeout, cancel)?;
         let pid = self.spawned.pid();
-        // On a cancellation that raced with readiness, dropping `self` kills the process.
+        // On a cancellation that raced with readiness, dropping `self` kills the process (and
+        // removes the prepared pid file).
         self.guard.commit(pid)?;
         self.spawned.detach();
+        // Committed: nothing below may turn this into an error. The pid file is renamed into
+        // place here (before the caller stops accepting), not written by the successor before
+        // it reports ready, which would put a file write on its path to serving. A successor
+        // using this library checks it once serving (`Net::claim_pid_file`), so a failure here
+        // is not the last word.
+        if let Some(pending) = self.pid_file.take() {
+            let _ = match pending.prepared {
+                Ok(prepared) => prepared.commit(),
+                Err(_) => pidfile::write(&pending.path, pid),
+            };
+        }
         Ok(pid)
     }
 }

@@ -90,6 +90,9 @@ pub(crate) fn remove(path: &Path, pid: u32) -> Result<(), Error> {
     }
 }
 
+/// `.NAME.WRITER.PID.tmp` beside the pid file: named by the process writing it as well as the
+/// pid written, so that a parent preparing its successor's file and the successor claiming it
+/// never write the same temporary file.
 fn temp_path(path: &Path, pid: u32) -> io::Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -99,7 +102,7 @@ fn temp_path(path: &Path, pid: u32) -> io::Result<PathBuf> {
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{pid}.tmp"));
+    tmp_name.push(format!(".{}.{pid}.tmp", std::process::id()));
     Ok(path.with_file_name(tmp_name))
 }
 

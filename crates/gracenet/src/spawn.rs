@@ -10,8 +10,10 @@
 //! the moves can never collide, and a failed `execve` always reaches the parent as an error.
 //!
 //! The child shares the parent's memory until it calls `execve` (`CLONE_VM | CLONE_VFORK`, as
-//! `posix_spawn` does), on a small stack of its own, with every signal blocked and then every
-//! handler reset before it unblocks them. A `fork` would copy the page tables of a busy,
+//! `posix_spawn` does), on a small stack of its own. It starts with every signal blocked and
+//! resets every handler it can before it unblocks them. Like `posix_spawn`, the calling thread
+//! waits until the child has called `execve`: a child stopped (SIGSTOP) in those few
+//! microseconds holds the upgrade, and this `Net`'s lock, until it is continued or killed. A `fork` would copy the page tables of a busy,
 //! multithreaded server only for `execve` to throw them away, and leave the server to take a
 //! copy-on-write fault on every page it writes next. Measured on a 2-core VM with `gracedemo`,
 //! from preparing the child to its successful `execve`: median 0.29 ms this way, 0.63 ms with
@@ -144,6 +146,7 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, E
         envp: envp_ptrs.as_ptr(),
         pid_digits: pid_entry_ptr.wrapping_add(LISTEN_PID_PREFIX.len()),
         err_fd: err_w.as_raw_fd(),
+        max_signal: libc::SIGRTMAX(),
     };
 
     let pid = start_child(&exec).map_err(spawn_err)?;
@@ -322,9 +325,6 @@ impl Drop for Spawned {
     }
 }
 
-/// One more than the highest signal number (Linux: 64 signals, real-time ones included).
-const NSIG: libc::c_int = 65;
-
 /// How often the wait wakes up to check for a cancellation (and, without a pidfd, for an
 /// exit).
 const CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -433,16 +433,27 @@ fn start_child(exec: &Exec<'_>) -> io::Result<Pid> {
     let stack = ChildStack::new()?;
     // The child starts with this thread's signal mask: block everything, so that no handler
     // of this process runs in the child (it would run on this process's memory) before
-    // `exec_child` has reset the handlers.
-    // SAFETY: zeroed storage is valid for sigset_t; sigfillset and pthread_sigmask fill and
-    // read it, and write the old mask into valid storage.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is valid, writable storage for a signal set.
-    unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: sets this thread's mask from a valid set and saves the old one.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    // `exec_child` has reset the handlers. Through the system call itself: the C library's
+    // `pthread_sigmask` leaves its own two internal signals unblocked.
+    let all = [u64::MAX; 2];
+    let mut old = [0u64; 2];
+    // The kernel's signal set: one bit per signal (64 bits on most architectures, 128 on
+    // MIPS), at most the 16 bytes of the buffers.
+    let set_size = usize::try_from(libc::SIGRTMAX() / 8).map_or(8, |n| n.clamp(8, 16));
+    // SAFETY: rt_sigprocmask reads `set_size` bytes from `all` and writes as many into `old`,
+    // both 16-byte arrays that live across the call.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            all.as_ptr(),
+            old.as_mut_ptr(),
+            set_size,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: CLONE_VM | CLONE_VFORK suspends this thread until the child has called execve
     // or exited, so the child's use of this thread's stack-allocated `exec`, and of `stack`,
     // ends before either goes away. The child runs only `exec_child` (async-signal-safe
@@ -457,8 +468,16 @@ fn start_child(exec: &Exec<'_>) -> io::Result<Pid> {
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: restores this thread's mask from the valid set saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    // SAFETY: restores this thread's mask from the set saved above, of the same size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            old.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            set_size,
+        )
+    };
     drop(stack);
     if pid < 0 {
         return Err(clone_error);
@@ -475,6 +494,8 @@ struct Exec<'a> {
     envp: *const *const libc::c_char,
     pid_digits: *mut u8,
     err_fd: RawFd,
+    /// The highest signal number (`SIGRTMAX`), read before the child starts.
+    max_signal: libc::c_int,
 }
 
 /// Runs in the child: moves the descriptors into place and execs.
@@ -502,11 +523,12 @@ unsafe fn exec_child(x: &Exec<'_>) -> ! {
     // caught signal to its default while all are still blocked. (execve would reset them too,
     // but only after the mask below lets them in.) Ignored signals stay ignored, as across
     // any exec, except SIGPIPE below.
-    for sig in 1..NSIG {
+    for sig in 1..=x.max_signal {
         // SAFETY: zeroed storage is valid for a sigaction struct.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: reads one signal's disposition into valid storage; signals that cannot be
-        // queried (SIGKILL, SIGSTOP, the C library's own) just fail.
+        // SAFETY: reads one signal's disposition into valid storage. The C library refuses
+        // its two internal signals; their handlers are only ever sent to the parent's threads
+        // by thread id, never to this new one.
         if unsafe { libc::sigaction(sig, std::ptr::null(), &mut action) } == 0
             && action.sa_sigaction != libc::SIG_DFL
             && action.sa_sigaction != libc::SIG_IGN
@@ -526,8 +548,11 @@ unsafe fn exec_child(x: &Exec<'_>) -> ! {
     // SAFETY: resets one signal's disposition to its default.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 
+    // The system call, not the C library's `getpid`: older C libraries cache the pid in
+    // thread memory, which is the parent's here.
     // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() }.unsigned_abs();
+    let pid = unsafe { libc::syscall(libc::SYS_getpid) };
+    let pid = u32::try_from(pid).unwrap_or(0);
     let mut digits = [0u8; 10];
     let mut n = pid;
     let mut start = digits.len();
