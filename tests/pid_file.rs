@@ -16,6 +16,19 @@ fn pid_in(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// A parent that upgrades to `netchild ARGS...`, with `pid_file` if given.
+fn parent(args: &[&str], pid_file: Option<&Path>) -> Net {
+    let mut builder = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args(std::iter::once(NETCHILD).chain(args.iter().copied()))
+        .ready_timeout(Some(TIMEOUT));
+    if let Some(path) = pid_file {
+        builder = builder.pid_file(path);
+    }
+    builder.build().unwrap()
+}
+
 fn upgrade(net: &Net) -> (u32, Reaper) {
     let _listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let pid = net.upgrade().unwrap();
@@ -27,14 +40,7 @@ fn the_parent_rewrites_its_pid_file_before_upgrade_returns() {
     let dir = TempDir::new("pidfile-parent");
     let path = dir.path().join("app.pid");
     fs::write(&path, format!("{}\n", std::process::id())).unwrap();
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([NETCHILD, "--listen", "tcp://127.0.0.1:0"])
-        .pid_file(&path)
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+    let net = parent(&["--listen", "tcp://127.0.0.1:0"], Some(&path));
     let (pid, _reaper) = upgrade(&net);
     // No wait: the rewrite is part of the commit.
     assert_eq!(pid_in(&path), Some(pid));
@@ -48,22 +54,17 @@ fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
     let dir = TempDir::new("pidfile-shared");
     let path = dir.path().join("app.pid");
     for round in 0..5 {
-        let net = Net::builder()
-            .inherit(false)
-            .executable(NETCHILD)
-            .args([
-                NETCHILD,
+        let net = parent(
+            &[
                 "--listen",
                 "tcp://127.0.0.1:0",
                 "--pid-file",
                 path.to_str().unwrap(),
                 "--report-dir",
                 dir.path().to_str().unwrap(),
-            ])
-            .pid_file(&path)
-            .ready_timeout(Some(TIMEOUT))
-            .build()
-            .unwrap();
+            ],
+            Some(&path),
+        );
         let (pid, _reaper) = upgrade(&net);
         let claimed = dir.path().join(format!("{pid}.claimed"));
         // The successor writes this once its claim returned, which it must (it exits on an
@@ -86,19 +87,15 @@ fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
 fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
     let dir = TempDir::new("pidfile-child");
     let path = dir.path().join("app.pid");
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([
-            NETCHILD,
+    let net = parent(
+        &[
             "--listen",
             "tcp://127.0.0.1:0",
             "--pid-file",
             path.to_str().unwrap(),
-        ])
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+        ],
+        None,
+    );
     let (pid, _reaper) = upgrade(&net);
     drop(net);
     assert_eq!(
@@ -114,14 +111,7 @@ fn a_failed_upgrade_leaves_the_pid_file_and_nothing_else() {
     let path = dir.path().join("app.pid");
     let me = std::process::id();
     fs::write(&path, format!("{me}\n")).unwrap();
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([NETCHILD, "--mode", "exit1"])
-        .pid_file(&path)
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+    let net = parent(&["--mode", "exit1"], Some(&path));
     let _listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let err = net.upgrade().unwrap_err();
     assert!(
