@@ -7,13 +7,18 @@
 //! ```
 //!
 //! `close` listens, reports ready, then stops for good (`Net::close`) and exits.
+//! `seal-probe` listens, reports ready, stops for good (`Net::close`) but keeps its listeners,
+//! then tries to connect to each one and prints `seal ENDPOINT sealed` (the attempt went
+//! unanswered or was refused) or `seal ENDPOINT open` (it was queued), and exits.
 //! `upgrade` serves nothing: it listens, reports ready, upgrades once to a netchild started
 //! with `--mode CHILD-MODE` and the same listeners, prints `upgraded PID` or `failed ERROR`,
 //! says `STOPPING=1` to systemd and exits.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -102,6 +107,26 @@ fn flags(fd: impl AsFd + Copy) -> anyhow::Result<(bool, bool)> {
     ))
 }
 
+/// Whether a listener this process still holds takes a new connection: `open` if one was
+/// queued, `sealed` if the attempt went unanswered (TCP) or was refused (unix).
+fn seal_state(l: &Listener) -> anyhow::Result<&'static str> {
+    // A sealed TCP listener drops the SYN, and the client's first retry comes after a second.
+    let unanswered = Duration::from_millis(500);
+    Ok(match l {
+        Listener::Tcp(l) => match TcpStream::connect_timeout(&l.local_addr()?, unanswered) {
+            Ok(_) => "open",
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => "sealed",
+            Err(e) => bail!("connecting to {:?}: {e}", l.local_addr()),
+        },
+        Listener::Unix(l) => match UnixStream::connect_addr(&l.local_addr()?) {
+            Ok(_) => "open",
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => "sealed",
+            Err(e) => bail!("connecting to {:?}: {e}", l.local_addr()),
+        },
+        _ => "not a stream listener",
+    })
+}
+
 fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
     match args.mode.as_str() {
@@ -185,6 +210,13 @@ fn run() -> anyhow::Result<()> {
         drop(listeners);
         net.close()?;
         println!("closed");
+        return Ok(());
+    }
+    if args.mode == "seal-probe" {
+        net.close()?;
+        for ((_, endpoint), l) in args.listen.iter().zip(&listeners) {
+            println!("seal {endpoint} {}", seal_state(l)?);
+        }
         return Ok(());
     }
     if args.mode == "upgrade" {

@@ -18,15 +18,20 @@ pub const GENERATION: &str = "GRACENET_GENERATION";
 /// The names of the handed-over unix sockets whose files a process of this library created,
 /// and which the last process removes on a final stop (a file systemd created stays).
 pub const SOCKET_FILES: &str = "GRACENET_SOCKET_FILES";
+/// The names of the handed-over sockets that a process of this library bound itself, so that
+/// no process outside the line of generations (systemd, a supervisor) holds them: the last
+/// process may seal them on a final stop. Absent, every inherited socket counts as shared.
+pub const BOUND: &str = "GRACENET_BOUND";
 
 /// Every variable the protocol sets; none of them must reach an unrelated subprocess.
-pub(crate) const ALL: [&str; 6] = [
+pub(crate) const ALL: [&str; 7] = [
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,
     READY_FD,
     GENERATION,
     SOCKET_FILES,
+    BOUND,
 ];
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
@@ -43,6 +48,8 @@ pub(crate) struct Handed {
     pub(crate) generation: u64,
     /// Names of inherited unix sockets whose files this library created.
     pub(crate) socket_files: Vec<String>,
+    /// Names of inherited sockets that a process of this library bound.
+    pub(crate) bound: Vec<String>,
     /// `LISTEN_PID` named another process: the variables were left over, not meant for us.
     pub(crate) foreign_pid: Option<u32>,
 }
@@ -179,20 +186,24 @@ pub(crate) fn parse(
         })?,
     };
 
-    let socket_files = match read(SOCKET_FILES)? {
-        None => Vec::new(),
-        Some(value) => value
-            .split(':')
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-            .collect(),
+    // Lists of names; an empty one is written as an empty value.
+    let name_list = |value: Option<String>| -> Vec<String> {
+        value.map_or_else(Vec::new, |v| {
+            v.split(':')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
     };
+    let socket_files = name_list(read(SOCKET_FILES)?);
+    let bound = name_list(read(BOUND)?);
 
     Ok(Handed {
         fds: fds.zip(names).collect(),
         ready_fd,
         generation,
         socket_files,
+        bound,
         foreign_pid: None,
     })
 }
@@ -245,11 +256,15 @@ mod tests {
             ("LISTEN_FDNAMES", "http:admin"),
             ("GRACENET_READY_FD", "5"),
             ("GRACENET_GENERATION", "7"),
+            ("GRACENET_SOCKET_FILES", ""),
+            ("GRACENET_BOUND", "http::admin"),
         ])
         .unwrap();
         assert_eq!(h.fds, vec![(3, "http".to_owned()), (4, "admin".to_owned())]);
         assert_eq!(h.ready_fd, Some(5));
         assert_eq!(h.generation, 7);
+        assert!(h.socket_files.is_empty());
+        assert_eq!(h.bound, ["http", "admin"]);
     }
 
     #[test]

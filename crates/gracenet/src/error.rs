@@ -172,6 +172,15 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A listening socket could not be sealed on a final stop ([`Net::close`](crate::Net::close)).
+    #[error("cannot seal listener {name:?} against new connections: {source}")]
+    Seal {
+        /// The listener name.
+        name: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+
     /// Sending a notification to systemd (`NOTIFY_SOCKET`) failed.
     #[error("systemd notification {state:?} failed: {source}")]
     Notify {

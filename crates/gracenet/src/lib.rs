@@ -43,6 +43,8 @@
 //! is a pipe: the new process writes `READY=1\n` to it once it serves. `GRACENET_GENERATION`
 //! counts the handovers, and `GRACENET_SOCKET_FILES` names the unix sockets whose files this
 //! library created (so the last process removes them on a final stop, and leaves systemd's).
+//! `GRACENET_BOUND` names the sockets a process of this library bound itself, which no other
+//! program holds: the last process seals those on a final stop (see [`Net::close`]).
 
 mod endpoint;
 mod env;
@@ -55,7 +57,7 @@ mod spawn;
 mod sys;
 
 pub use endpoint::{Endpoint, Kind, ParseEndpointError};
-pub use env::{GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD, SOCKET_FILES};
+pub use env::{BOUND, GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD, SOCKET_FILES};
 pub use error::Error;
 pub use net::{
     Builder, Child, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT, Listener, Net, SocketInfo,

@@ -65,6 +65,8 @@ struct State {
     closed: bool,
     /// Names of inherited unix sockets whose files a predecessor created.
     socket_files: Vec<String>,
+    /// Names of inherited sockets a predecessor bound (no other program holds them).
+    bound: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,9 @@ struct Active {
     /// A unix socket whose file a process of this library created (rather than systemd): the
     /// last process removes it on a final stop.
     owns_file: bool,
+    /// Bound by a process of this library, not handed in by systemd or another program: only
+    /// the line of generations holds it, so the last one may seal it on a final stop.
+    bound: bool,
 }
 
 /// A socket as reported by [`Net::inherited`] and [`Net::listeners`].
@@ -214,6 +219,13 @@ impl Builder {
                 inherited,
                 ready_pipe,
                 socket_files: handed.socket_files.clone(),
+                // Only a parent of this library says which sockets it bound; without one, an
+                // inherited socket may be held by whoever handed it in.
+                bound: if has_parent {
+                    handed.bound.clone()
+                } else {
+                    Vec::new()
+                },
                 ..State::default()
             }),
             backlog: i32::try_from(self.backlog).unwrap_or(i32::MAX),
@@ -452,10 +464,11 @@ impl Net {
                 })
             })?
         });
-        let (socket, actual, inherited, owns_file) = match found {
+        let (socket, actual, inherited, owns_file, bound) = match found {
             Some(i) => {
                 let inherited = st.inherited.remove(i);
                 let owns_file = st.socket_files.contains(&inherited.name);
+                let bound = st.bound.contains(&inherited.name);
                 let socket = inherited.socket;
                 if endpoint.kind() == Kind::Tcp || endpoint.kind() == Kind::UnixStream {
                     // systemd and our parents hand over listening sockets; anything else handing
@@ -464,13 +477,13 @@ impl Net {
                         socket.listen(self.backlog).map_err(bind_err)?;
                     }
                 }
-                (socket, inherited.endpoint, true, owns_file)
+                (socket, inherited.endpoint, true, owns_file, bound)
             }
             None => {
                 let socket = self.bind(endpoint).map_err(bind_err)?;
                 let actual = sys::inspect(&socket).map_err(bind_err)?.1;
                 let owns_file = matches!(actual, Some(Endpoint::Unix(_)));
-                (socket, actual, false, owns_file)
+                (socket, actual, false, owns_file, true)
             }
         };
         if !st.closed {
@@ -482,6 +495,7 @@ impl Net {
                 endpoint: actual,
                 inherited,
                 owns_file,
+                bound,
             });
         }
         Ok(match endpoint.kind() {
@@ -708,6 +722,14 @@ impl Net {
             .collect::<Vec<_>>()
             .join(":");
         vars.push((env::SOCKET_FILES.into(), files.into()));
+        let bound = st
+            .active
+            .iter()
+            .filter(|a| a.bound)
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(":");
+        vars.push((env::BOUND.into(), bound.into()));
         vars.push((
             env::GENERATION.into(),
             (self.generation + 1).to_string().into(),
@@ -789,21 +811,32 @@ impl Net {
         }
     }
 
-    /// For a final stop (not a handover): closes this `Net`'s copies of every socket, removes
-    /// the socket files of its unix listeners that this library created (a file systemd or
-    /// another program created is left to them), and the pid file if it still names this
-    /// process.
+    /// For a final stop (not a handover): seals the listening sockets that only this line of
+    /// processes holds, closes this `Net`'s copies of every socket, removes the socket files of
+    /// its unix listeners that this library created (a file systemd or another program created
+    /// is left to them), and the pid file if it still names this process.
     ///
-    /// Once the application has dropped its own listeners too, the ports are closed and new
-    /// clients are refused at once instead of waiting in a backlog nobody accepts from. (A
-    /// socket that systemd or another process also holds stays open there.) Upgrades are
-    /// refused afterwards with [`Error::Closed`]. After a handover, never call this: the files
-    /// belong to the new process.
+    /// Sealing is what lets a final stop lose no connection. Closing the last copy of a
+    /// listening socket resets every connection still waiting in its queue, and under load there
+    /// always are some. A sealed socket takes no new connection: a TCP client's SYN goes
+    /// unanswered (it retries a second later and is refused then, once the socket has closed),
+    /// a unix client is refused at once. Connections already queued, and for TCP those whose
+    /// handshake is under way, can still be accepted from the application's copy. So after
+    /// `close`, the application accepts what is left (nonblocking, until `WouldBlock`; for TCP
+    /// also for about a round trip, for the handshakes under way), serves it, and only then
+    /// drops its listener, which closes the port.
+    ///
+    /// A socket that systemd or another program handed in (here or to a predecessor) is not
+    /// sealed, since they may hand it to the next instance; it stays open there, its queue with
+    /// it. Nor is anything sealed while an upgrade is in progress: its new process holds the
+    /// sockets. Upgrades are refused after `close` with [`Error::Closed`]. After a handover,
+    /// never call this: the sockets and files belong to the new process.
     ///
     /// # Errors
     ///
-    /// [`Error::PidFile`] when the pid file cannot be read or removed; the sockets are closed
-    /// and the socket files removed regardless.
+    /// [`Error::Seal`] when a socket could not be sealed (the first such failure), and
+    /// [`Error::PidFile`] when the pid file cannot be read or removed. Either way, every socket
+    /// is closed and the socket files are removed.
     pub fn close(&self) -> Result<(), Error> {
         let active = {
             let mut st = self.state();
@@ -811,6 +844,20 @@ impl Net {
             st.inherited.clear();
             std::mem::take(&mut st.active)
         };
+        // `closed` is set, so no upgrade can start any more; one started before holds the
+        // phase until its new process is gone or has taken over.
+        let sealing = *self.upgrade.phase() == Phase::Idle;
+        let mut sealed = Ok(());
+        for a in active.iter().filter(|a| sealing && a.bound) {
+            if let Err(source) = sys::seal(&a.socket, a.kind) {
+                if sealed.is_ok() {
+                    sealed = Err(Error::Seal {
+                        name: a.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         for a in active.iter().filter(|a| a.owns_file) {
             if let Some(Endpoint::Unix(path)) = &a.endpoint {
                 let path = self.cwd.join(path);
@@ -821,10 +868,11 @@ impl Net {
             }
         }
         drop(active);
-        match &self.pid_file {
+        let pid_file = match &self.pid_file {
             Some(path) => pidfile::remove(path, std::process::id()),
             None => Ok(()),
-        }
+        };
+        sealed.and(pid_file)
     }
 }
 

@@ -108,3 +108,40 @@ pub(crate) fn inspect(sock: &Socket) -> io::Result<(Kind, Option<Endpoint>)> {
 pub fn socket_inode(fd: &impl AsFd) -> io::Result<u64> {
     Ok(fstat(fd.as_fd())?.st_ino)
 }
+
+/// The classic BPF program that [`seal`] attaches to a TCP listener. A socket filter on a TCP
+/// socket sees each segment from its TCP header on; byte 13 holds the flags. A segment with
+/// SYN set and ACK clear opens a connection: dropped. Everything else, above all the ACK that
+/// completes a handshake already under way, passes.
+const DROP_NEW_CONNECTIONS: [socket2::SockFilter; 5] = {
+    const LOAD_FLAGS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+    const AND: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    [
+        socket2::SockFilter::new(LOAD_FLAGS, 0, 0, 13),
+        socket2::SockFilter::new(AND, 0, 0, SYN | ACK),
+        // A plain SYN falls through to "drop"; anything else jumps over it.
+        socket2::SockFilter::new(JEQ, 0, 1, SYN),
+        socket2::SockFilter::new(RET, 0, 0, 0),
+        socket2::SockFilter::new(RET, 0, 0, u32::MAX),
+    ]
+};
+
+/// Makes a listening socket take no new connections while the ones already queued (and, for
+/// TCP, those whose handshake is under way) can still be accepted from any copy of it.
+///
+/// TCP: a socket filter drops every SYN, so a client's connection attempt goes unanswered and
+/// is refused when it retries after the socket has closed. Unix stream: `shutdown(SHUT_RD)`,
+/// after which `connect(2)` is refused at once. Anything else is left alone. Both act on the
+/// socket, not the descriptor, and cannot be undone: only for a socket no other process will
+/// accept from again.
+pub(crate) fn seal(sock: &Socket, kind: Kind) -> io::Result<()> {
+    match kind {
+        Kind::Tcp => sock.attach_filter(&DROP_NEW_CONNECTIONS),
+        Kind::UnixStream => sock.shutdown(std::net::Shutdown::Read),
+        Kind::Udp | Kind::Other => Ok(()),
+    }
+}

@@ -1,0 +1,231 @@
+//! A final stop (`Net::close`) seals the listening sockets only this line of processes holds:
+//! no new connection gets in, while the ones already queued can still be accepted and served,
+//! so that closing the last copy resets nothing. A socket systemd handed in is never sealed.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use grace_tests::{ChildGuard, Reaper, TempDir, wait_for, which};
+use gracenet::Net;
+
+const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
+
+/// A sealed TCP listener drops the SYN, and the client's first retry comes after a second:
+/// an attempt still unanswered after this long went nowhere.
+const UNANSWERED: Duration = Duration::from_millis(500);
+
+fn fresh_net() -> Net {
+    Net::builder().inherit(false).build().unwrap()
+}
+
+/// Sends `ping` on a client, accepts on the server side with `accept`, answers `pong` there and
+/// checks the client reads it: the queued connection works end to end, it was not reset.
+fn ping_pong<S: Read + Write>(client: &mut S, server: &mut S) {
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    server.write_all(b"pong").unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+}
+
+#[test]
+fn a_sealed_tcp_listener_takes_no_new_connection_and_still_hands_out_queued_ones() {
+    let net = fresh_net();
+    let listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(UNANSWERED)).unwrap();
+
+    net.close().unwrap();
+
+    let late = TcpStream::connect_timeout(&addr, UNANSWERED);
+    assert_eq!(
+        late.as_ref().map_err(io::Error::kind).err(),
+        Some(io::ErrorKind::TimedOut),
+        "a connection attempt after the seal got {late:?}"
+    );
+    let (mut accepted, peer) = listener.accept().unwrap();
+    assert_eq!(peer, queued.local_addr().unwrap());
+    accepted.set_nonblocking(false).unwrap();
+    accepted.set_read_timeout(Some(UNANSWERED)).unwrap();
+    ping_pong(&mut queued, &mut accepted);
+    // The attempt that went unanswered was never queued.
+    let next = listener.accept().map(|(_, peer)| peer);
+    assert_eq!(
+        next.as_ref().map_err(io::Error::kind).err(),
+        Some(io::ErrorKind::WouldBlock),
+        "{next:?}"
+    );
+
+    // The last copy closes: the port is closed, and the served connection is unharmed.
+    drop(listener);
+    let after = TcpStream::connect(addr).map(|_| ());
+    assert_eq!(
+        after.map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused)
+    );
+    ping_pong(&mut queued, &mut accepted);
+    accepted.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    queued.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn a_sealed_unix_listener_refuses_at_once_and_still_hands_out_queued_ones() {
+    // In the abstract namespace: a socket file would be removed by the final stop, and a
+    // client would find nothing to connect to before ever reaching the socket.
+    let name = format!("grace-seal-{}", std::process::id());
+    let net = fresh_net();
+    let listener = net.listen_unix_abstract(name.as_bytes()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = UnixStream::connect_addr(&addr).unwrap();
+    queued.set_read_timeout(Some(UNANSWERED)).unwrap();
+
+    net.close().unwrap();
+
+    let late = UnixStream::connect_addr(&addr).map(|_| ());
+    assert_eq!(
+        late.map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused)
+    );
+    let (mut accepted, _) = listener.accept().unwrap();
+    accepted.set_nonblocking(false).unwrap();
+    accepted.set_read_timeout(Some(UNANSWERED)).unwrap();
+    ping_pong(&mut queued, &mut accepted);
+    let next = listener.accept().map(|_| ());
+    assert_eq!(next.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+}
+
+#[test]
+fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_served() {
+    let dir = TempDir::new("seal");
+    let path = dir.path().join("sealed.sock");
+    let net = fresh_net();
+    let listener = net.listen_unix(&path).unwrap();
+    let mut queued = UnixStream::connect(&path).unwrap();
+    queued.set_read_timeout(Some(UNANSWERED)).unwrap();
+
+    net.close().unwrap();
+
+    assert!(!path.exists(), "the socket file outlived the final stop");
+    let (mut accepted, _) = listener.accept().unwrap();
+    accepted.set_nonblocking(false).unwrap();
+    accepted.set_read_timeout(Some(UNANSWERED)).unwrap();
+    ping_pong(&mut queued, &mut accepted);
+}
+
+/// Runs `netchild` with `args` (through `wrapper` when given), this process being a subreaper
+/// so that a successor becomes its child; returns every line of stdout, read to its end (the
+/// successor shares it), once both have exited.
+fn run_probe(wrapper: &[&str], args: &[&str]) -> Vec<String> {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let (program, rest) = match wrapper.split_first() {
+        Some((w, rest)) => (*w, [rest, &[NETCHILD], args].concat()),
+        None => (NETCHILD, args.to_vec()),
+    };
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let mut stdout = child.0.stdout.take().unwrap();
+    let trigger = wrapper.iter().find_map(|a| a.parse::<SocketAddr>().ok());
+    // systemd-socket-activate starts the program on the first connection; it stays queued.
+    let _first = trigger.map(|addr| {
+        wait_for(Duration::from_secs(10), || TcpStream::connect(addr).ok())
+            .expect("systemd-socket-activate never listened")
+    });
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    let status = child.0.wait().unwrap();
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    // Reap the successor, if there was one (it has exited: stdout is at its end).
+    let _reaper = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("upgraded ")?.parse().ok())
+        .map(Reaper);
+    assert!(status.success(), "{lines:?}");
+    lines
+}
+
+#[test]
+fn sockets_a_predecessor_of_this_library_bound_are_sealed_by_the_successor() {
+    let unix = format!("unix:@grace-sealup-{}", std::process::id());
+    let lines = run_probe(
+        &[],
+        &[
+            "--mode",
+            "upgrade",
+            "--child-mode",
+            "seal-probe",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            &unix,
+        ],
+    );
+    let seals: Vec<&String> = lines.iter().filter(|l| l.starts_with("seal ")).collect();
+    assert_eq!(seals.len(), 2, "{lines:?}");
+    assert!(seals.iter().all(|l| l.ends_with(" sealed")), "{lines:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn activate() -> String {
+    which("systemd-socket-activate")
+        .expect(
+            "systemd-socket-activate on PATH: install Debian's systemd package (cargo xtask test does)",
+        )
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_socket_systemd_handed_in_is_not_sealed() {
+    let activate = activate();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let listen = format!("tcp://{addr}");
+    let lines = run_probe(
+        &[&activate, "-l", &addr],
+        &["--mode", "seal-probe", "--listen", &listen],
+    );
+    assert_eq!(lines, [format!("seal {listen} open")]);
+}
+
+#[test]
+fn a_socket_systemd_handed_in_is_not_sealed_after_an_upgrade_either() {
+    let activate = activate();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let listen = format!("tcp://{addr}");
+    let lines = run_probe(
+        &[&activate, "-l", &addr],
+        &[
+            "--mode",
+            "upgrade",
+            "--child-mode",
+            "seal-probe",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("upgraded ")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&format!("seal {listen} open")), "{lines:?}");
+}
