@@ -156,6 +156,15 @@ impl<L> TrackedListener<L> {
     pub fn drain(&self) -> &Drain {
         &self.drain
     }
+
+    /// Takes the inner listener back, or `None` once the drain started and it was dropped.
+    ///
+    /// For a final stop, when this process holds the last copy of the socket: closing it would
+    /// reset the connections still in the kernel's queue, so the caller accepts those first
+    /// (tracking each with [`Drain::track`]), then drops the listener.
+    pub fn into_inner(self) -> Option<L> {
+        self.listener
+    }
 }
 
 impl<L: Accept> TrackedListener<L> {

@@ -107,6 +107,26 @@ async fn listener_made_after_the_drain_accepts_nothing() {
     assert_eq!(drain.counters().accepted, 0);
 }
 
+#[tokio::test]
+async fn the_inner_listener_comes_back_before_the_drain_and_not_after() {
+    let drain = Drain::new();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = drain.track_listener(tcp);
+    let queued = TcpStream::connect(addr).await.unwrap();
+    // Taken back, it still holds what was queued.
+    let tcp = listener
+        .into_inner()
+        .expect("not draining: the listener is still there");
+    let (_conn, peer) = within("accept", tcp.accept()).await.unwrap();
+    assert_eq!(peer, queued.local_addr().unwrap());
+
+    let mut listener = drain.track_listener(tcp);
+    drain.drain();
+    assert!(within("accept", listener.accept()).await.is_none());
+    assert!(listener.into_inner().is_none(), "dropped at the drain");
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn unix_listener_is_tracked() {

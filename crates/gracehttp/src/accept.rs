@@ -4,8 +4,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gracedown::{Accept, TrackedListener};
+use gracedown::{Accept, Tracked, TrackedListener};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::conn::{self, ConnCtx};
 
@@ -51,43 +52,183 @@ pub(crate) fn classify(e: &io::Error) -> Action {
     }
 }
 
-/// Accepts until the drain starts, serving each connection in its own task (attached to the
-/// connection, so a force-close can abort it).
-pub(crate) async fn accept_loop<L>(mut listener: TrackedListener<L>, ctx: Arc<ConnCtx>)
-where
-    L: Accept + Send,
+/// How long a TCP accept loop goes on accepting after a final stop sealed its socket. The
+/// seal drops new SYNs but lets the handshakes already under way complete, each within a round
+/// trip; this covers round trips up to 100 ms, beyond loopback and LAN. The cost: a client whose
+/// SYN is dropped meanwhile retries after a second and is refused then, not at once.
+const TCP_HANDSHAKE_LINGER: Duration = Duration::from_millis(100);
+
+/// At most this many connections are taken from a queue at a final stop: more than any
+/// backlog holds (`somaxconn` is 4096 by default), and a bound should the socket not be sealed
+/// (one systemd handed in) and new connections keep coming.
+const MAX_QUEUED: usize = 65_536;
+
+/// What a final stop needs of a listener beyond [`Accept`].
+pub(crate) trait Listen: Accept + Sized {
+    /// How long to go on accepting once [`Net::close`](gracenet::Net::close) sealed the socket.
+    const LINGER: Duration;
+
+    /// Accepts what is left in the kernel's queue without waiting, handing each connection
+    /// (or the error that ended the taking) to `each`, and closes this copy of the socket.
+    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()>;
+}
+
+impl Listen for tokio::net::TcpListener {
+    const LINGER: Duration = TCP_HANDSHAKE_LINGER;
+
+    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
+        // Out of the runtime's hands: a plain accept(2) answers `WouldBlock` exactly when the
+        // queue is empty, where the runtime's readiness may lag behind the kernel.
+        let listener = self.into_std()?;
+        take_queued(
+            || listener.accept().map(|(stream, _)| stream),
+            |stream| {
+                stream.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(stream)
+            },
+            each,
+        );
+        Ok(())
+    }
+}
+
+impl Listen for tokio::net::UnixListener {
+    // A unix connect is queued at once, or refused once sealed: nothing is under way.
+    const LINGER: Duration = Duration::ZERO;
+
+    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
+        let listener = self.into_std()?;
+        take_queued(
+            || listener.accept().map(|(stream, _)| stream),
+            |stream| {
+                stream.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(stream)
+            },
+            each,
+        );
+        Ok(())
+    }
+}
+
+/// Accepts with `accept` until the queue is empty, converting each connection for the runtime.
+fn take_queued<S, T>(
+    mut accept: impl FnMut() -> io::Result<S>,
+    convert: impl Fn(S) -> io::Result<T>,
+    each: &mut dyn FnMut(io::Result<T>),
+) {
+    for _ in 0..MAX_QUEUED {
+        match accept() {
+            Ok(stream) => each(convert(stream)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if classify(&e) == Action::Skip => {}
+            Err(e) => return each(Err(e)),
+        }
+    }
+}
+
+/// Accepts until the drain starts (a handover: the queue is left to the new process) or until
+/// `closing` says this is a final stop. Each connection is served in its own task, attached to
+/// the connection so that a force-close can abort it.
+///
+/// On a final stop, [`Net::close`](gracenet::Net::close) has sealed the socket and closed every
+/// other copy of it, so this copy is the last: dropping it would reset what is still queued. The
+/// loop goes on accepting for [`Listen::LINGER`] (handshakes under way complete), then takes
+/// what is left in the queue without waiting, and only then drops the listener.
+pub(crate) async fn accept_loop<L>(
+    mut listener: TrackedListener<L>,
+    ctx: Arc<ConnCtx>,
+    mut closing: watch::Receiver<bool>,
+) where
+    L: Listen + Send,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut backoff = Duration::ZERO;
     let drained = listener.drain().drained();
     tokio::pin!(drained);
-    while let Some(accepted) = listener.accept().await {
-        match accepted {
-            Ok((conn, _peer)) => {
-                backoff = Duration::ZERO;
-                let ctx = Arc::clone(&ctx);
-                conn.spawn(move |conn| conn::serve(conn, ctx));
-            }
-            Err(e) => match classify(&e) {
-                Action::Skip => {
-                    tracing::debug!(server = %ctx.name, error = %e, "accept: connection failed, skipped")
-                }
-                Action::Backoff => {
-                    backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
-                    tracing::warn!(
-                        server = %ctx.name,
-                        pid = std::process::id(),
-                        error = %e,
-                        pause = ?backoff,
-                        "accept failed; pausing before the next accept"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = &mut drained => {}
-                    }
-                }
-            },
+    let final_stop = async move {
+        // The sender lives as long as the runner; without it, there is no final stop to wait for.
+        if closing.wait_for(|&closing| closing).await.is_err() {
+            std::future::pending::<()>().await;
         }
+    };
+    tokio::pin!(final_stop);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut final_stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Some(accepted) = accepted else { return };
+        serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
+    }
+
+    let linger = tokio::time::sleep(L::LINGER);
+    tokio::pin!(linger);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut linger => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Some(accepted) = accepted else { return };
+        serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
+    }
+    let drain = listener.drain().clone();
+    let Some(inner) = listener.into_inner() else {
+        return;
+    };
+    let mut taken = 0usize;
+    let result = inner.accept_queued(&mut |accepted| match accepted {
+        Ok(io) => {
+            taken += 1;
+            let ctx = Arc::clone(&ctx);
+            drain.track(io).spawn(move |conn| conn::serve(conn, ctx));
+        }
+        Err(e) => {
+            tracing::warn!(server = %ctx.name, pid = std::process::id(), error = %e, "final stop: a queued connection could not be taken")
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(server = %ctx.name, pid = std::process::id(), error = %e, "final stop: the queue could not be taken");
+    }
+    tracing::debug!(server = %ctx.name, taken, "final stop: queue taken, listener closed");
+}
+
+/// Serves one accepted connection, or pauses after an accept error that is not about one
+/// connection (until the pause ends or the drain starts).
+async fn serve<Io, Addr>(
+    accepted: io::Result<(Tracked<Io>, Addr)>,
+    ctx: &Arc<ConnCtx>,
+    backoff: &mut Duration,
+    drained: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accepted {
+        Ok((conn, _peer)) => {
+            *backoff = Duration::ZERO;
+            let ctx = Arc::clone(ctx);
+            conn.spawn(move |conn| conn::serve(conn, ctx));
+        }
+        Err(e) => match classify(&e) {
+            Action::Skip => {
+                tracing::debug!(server = %ctx.name, error = %e, "accept: connection failed, skipped")
+            }
+            Action::Backoff => {
+                *backoff = (*backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                tracing::warn!(
+                    server = %ctx.name,
+                    pid = std::process::id(),
+                    error = %e,
+                    pause = ?backoff,
+                    "accept failed; pausing before the next accept"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(*backoff) => {}
+                    () = drained => {}
+                }
+            }
+        },
     }
 }
 

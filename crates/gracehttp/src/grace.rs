@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use gracedown::{Drain, StopTimeouts};
 use gracenet::{Listener, Net};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::accept::accept_loop;
@@ -275,6 +275,8 @@ impl Grace {
         let mut loops: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
             Vec::new();
         let mut drains = Vec::new();
+        // Tells the accept loops that this is a final stop (see `accept_loop`).
+        let (closing, closing_rx) = watch::channel(false);
         let mut tls_servers: Vec<(String, Tls)> = Vec::new();
         for (s, listener, inherited) in listeners {
             let drain = Drain::new();
@@ -300,12 +302,20 @@ impl Grace {
                 Listener::Tcp(l) => {
                     let l = tokio::net::TcpListener::from_std(l).map_err(register)?;
                     let shown = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    loops.push(Box::pin(accept_loop(drain.track_listener(l), ctx)));
+                    loops.push(Box::pin(accept_loop(
+                        drain.track_listener(l),
+                        ctx,
+                        closing_rx.clone(),
+                    )));
                     shown
                 }
                 Listener::Unix(l) => {
                     let l = tokio::net::UnixListener::from_std(l).map_err(register)?;
-                    loops.push(Box::pin(accept_loop(drain.track_listener(l), ctx)));
+                    loops.push(Box::pin(accept_loop(
+                        drain.track_listener(l),
+                        ctx,
+                        closing_rx.clone(),
+                    )));
                     s.endpoint.to_string()
                 }
                 _ => {
@@ -446,18 +456,21 @@ impl Grace {
         }
 
         if successor.is_none() {
-            // A final stop: close gracenet's copies of the sockets first (and remove socket and
-            // pid files), while the accept loops still accept. When the loops stop just below,
-            // theirs are the last copies, so each port closes the moment its loop stops: new
-            // clients are refused from then on, and no connection is left waiting in a backlog
-            // that nobody accepts from (closing a listener resets those).
-            let closing = Arc::clone(&net);
-            if let Err(e) = blocking(move || closing.close()).await? {
+            // A final stop. Closing a listener resets the connections still in its queue, so:
+            // gracenet seals the sockets (no new connection is queued) and closes its copies,
+            // and socket and pid files go, while the accept loops still accept. Then each loop
+            // takes what is left in its queue and drops the last copy: the port closes with
+            // nothing waiting in it. All of this before any connection is told to close, so that
+            // no client reconnects into a queue about to close.
+            let sealing = Arc::clone(&net);
+            if let Err(e) = blocking(move || sealing.close()).await? {
                 tracing::warn!(pid, error = %e, "closing the listeners");
             }
+            closing.send_replace(true);
+            while accepting.join_next().await.is_some() {}
         }
-        // Stop accepting: each accept loop returns and drops its copy of the listener. After a
-        // handover the sockets stay open for the successor (gracenet holds them).
+        // Stop accepting, after a handover: each accept loop returns and drops its copy of the
+        // listener; the sockets stay open for the successor (gracenet holds them).
         metrics.draining.store(true, Ordering::Relaxed);
         handle.emit(Event::Draining);
         // Counted from here: connections the drain closes at once end before the shutdowns
