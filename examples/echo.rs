@@ -14,9 +14,10 @@
 //! every listening socket. Once the new process reports ready, this one stops accepting, lets
 //! each open session finish (a session closes after answering its next line, or when the
 //! client closes), and exits 0. If the new process does not come up, this one keeps serving
-//! and the next `SIGUSR2` tries again. `SIGTERM` and `SIGINT` stop the same way and then remove
-//! the unix socket files and the pid file. A second `SIGTERM`/`SIGINT` while draining drops
-//! the sessions that are left.
+//! and the next `SIGUSR2` tries again. `SIGTERM` and `SIGINT` stop the same way, except that
+//! the sockets are sealed first (`Net::close`: no new connection is queued), the connections
+//! already queued are still taken and served, and the unix socket files and the pid file are
+//! removed. A second `SIGTERM`/`SIGINT` while draining drops the sessions that are left.
 //!
 //! It also runs under systemd socket activation, for example
 //! `systemd-socket-activate -l 127.0.0.1:7000 target/debug/echo --tcp 127.0.0.1:7000`: the
@@ -67,6 +68,22 @@ const MAX_LINE: u64 = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 /// The pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// After a final stop sealed a TCP socket, handshakes already under way still complete, each
+/// within a round trip: accept for this long before taking the rest of the queue.
+const TCP_HANDSHAKE_LINGER: Duration = Duration::from_millis(100);
+/// A bound on the connections taken from one queue at a final stop.
+const MAX_QUEUED: usize = 65_536;
+
+/// What the accept loops are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accepting {
+    Yes,
+    /// A handover: stop and leave the queue to the new process.
+    Stop,
+    /// A final stop: `Net::close` sealed the sockets and closed gracenet's copies. Take what is
+    /// queued, then close the last copy: closing it first would reset those connections.
+    TakeQueue,
+}
 
 /// One line on stderr, with the pid: several generations may share the same log.
 ///
@@ -159,7 +176,7 @@ async fn run(net: Arc<Net>, config: Config) -> ExitCode {
     };
 
     let sessions = Arc::new(Sessions::default());
-    let (stop_accepting, stop_rx) = watch::channel(false);
+    let (stop_accepting, stop_rx) = watch::channel(Accepting::Yes);
     let mut acceptors = JoinSet::new();
     // A failure here leaves files alone: a fresh unix socket file is replaced by the next
     // start, and an inherited one belongs to the process (or systemd) that handed it over.
@@ -257,18 +274,21 @@ async fn run(net: Arc<Net>, config: Config) -> ExitCode {
         }
     }
 
-    // Stop accepting: each accept loop drops its listener. gracenet keeps its own copy of every
-    // socket, so the successor's copy is untouched; nothing is shut down.
-    let _ = stop_accepting.send(true);
-    while acceptors.join_next().await.is_some() {}
     if successor.is_none() && outcome_known {
-        // A final stop: close gracenet's copies too, so that new clients are refused at once
-        // rather than queued, and remove the socket and pid files. Never after a handover: the
-        // sockets and files belong to the successor then.
+        // A final stop: seal the sockets (no new connection is queued), close gracenet's
+        // copies, and remove the socket and pid files. The accept loops then take what is still
+        // queued before their copy, the last one, closes. Never after a handover: the sockets
+        // and files belong to the successor then.
         if let Err(e) = net.close() {
             log!("{e}");
         }
+        let _ = stop_accepting.send(Accepting::TakeQueue);
+    } else {
+        // Each accept loop drops its listener. gracenet keeps its own copy of every socket, so
+        // the successor's copy is untouched; nothing is shut down.
+        let _ = stop_accepting.send(Accepting::Stop);
     }
+    while acceptors.join_next().await.is_some() {}
     sessions.draining.store(true, Ordering::SeqCst);
     log!(
         "stopped accepting; draining {} session(s) for at most {:?}",
@@ -364,6 +384,59 @@ impl Acceptor {
             Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Connection::Unix(s)),
         }
     }
+
+    /// Accepts what is left in the kernel's queue without waiting, and closes this copy of the
+    /// socket. A plain accept(2) says `WouldBlock` exactly when the queue is empty, where the
+    /// runtime's readiness may lag behind.
+    fn take_queued(self) -> Vec<Connection> {
+        let mut taken = Vec::new();
+        match self {
+            Acceptor::Tcp(l) => {
+                let Ok(l) = l.into_std() else { return taken };
+                take(
+                    &mut taken,
+                    || l.accept().map(|(s, _)| s),
+                    |s| {
+                        s.set_nonblocking(true)?;
+                        TcpStream::from_std(s).map(Connection::Tcp)
+                    },
+                );
+            }
+            Acceptor::Unix(l) => {
+                let Ok(l) = l.into_std() else { return taken };
+                take(
+                    &mut taken,
+                    || l.accept().map(|(s, _)| s),
+                    |s| {
+                        s.set_nonblocking(true)?;
+                        UnixStream::from_std(s).map(Connection::Unix)
+                    },
+                );
+            }
+        }
+        taken
+    }
+}
+
+fn take<S>(
+    taken: &mut Vec<Connection>,
+    mut accept: impl FnMut() -> io::Result<S>,
+    convert: impl Fn(S) -> io::Result<Connection>,
+) {
+    while taken.len() < MAX_QUEUED {
+        match accept() {
+            Ok(s) => match convert(s) {
+                Ok(c) => taken.push(c),
+                Err(e) => log!("final stop: a queued connection was lost: {e}"),
+            },
+            Err(e) if is_per_connection(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                log!("final stop: taking the queue failed: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Asks gracenet for every listener (the inherited one when there is one, else a fresh one)
@@ -402,44 +475,71 @@ fn log_serving(net: &Net, shown: &str) {
     log!("serving {shown} (generation {}, {how})", net.generation());
 }
 
-async fn accept_loop(listener: Acceptor, mut stop: watch::Receiver<bool>, sessions: Arc<Sessions>) {
+async fn accept_loop(
+    listener: Acceptor,
+    mut stop: watch::Receiver<Accepting>,
+    sessions: Arc<Sessions>,
+) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stop.wait_for(|a| *a != Accepting::Yes) => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok(connection) => {
-                let guard = SessionGuard::enter(&sessions);
-                tokio::spawn(async move {
-                    let sessions = Arc::clone(&guard.0);
-                    // A client that goes away mid-line is its own business: nothing to log.
-                    let _ = match connection {
-                        Connection::Tcp(s) => session(s, &sessions).await,
-                        Connection::Unix(s) => session(s, &sessions).await,
-                    };
-                    drop(guard);
-                });
-            }
+            Ok(connection) => start_session(connection, &sessions),
             // Errors about one connection that went away before it was accepted.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionRefused
-                ) => {}
+            Err(e) if is_per_connection(&e) => {}
             // Out of descriptors or memory: retrying at once would spin. Pause, keep serving.
             Err(e) => {
                 log!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
                 tokio::select! {
-                    _ = stop.wait_for(|stop| *stop) => return,
+                    _ = stop.wait_for(|a| *a != Accepting::Yes) => break,
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                 }
             }
         }
     }
+    if *stop.borrow() != Accepting::TakeQueue {
+        return;
+    }
+    if let Acceptor::Tcp(l) = &listener {
+        let linger = tokio::time::Instant::now() + TCP_HANDSHAKE_LINGER;
+        while let Ok(accepted) = tokio::time::timeout_at(linger, l.accept()).await {
+            if let Ok((stream, _)) = accepted {
+                start_session(Connection::Tcp(stream), &sessions);
+            }
+        }
+    }
+    let taken = listener.take_queued();
+    if !taken.is_empty() {
+        log!("final stop: {} queued connection(s) taken", taken.len());
+    }
+    for connection in taken {
+        start_session(connection, &sessions);
+    }
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn start_session(connection: Connection, sessions: &Arc<Sessions>) {
+    let guard = SessionGuard::enter(sessions);
+    tokio::spawn(async move {
+        let sessions = Arc::clone(&guard.0);
+        // A client that goes away mid-line is its own business: nothing to log.
+        let _ = match connection {
+            Connection::Tcp(s) => session(s, &sessions).await,
+            Connection::Unix(s) => session(s, &sessions).await,
+        };
+        drop(guard);
+    });
 }
 
 /// One client: echo each line until the client closes; once the process drains, close after

@@ -191,7 +191,9 @@ pub(crate) async fn accept_loop<L>(
     if let Err(e) = result {
         tracing::warn!(server = %ctx.name, pid = std::process::id(), error = %e, "final stop: the queue could not be taken");
     }
-    tracing::debug!(server = %ctx.name, taken, "final stop: queue taken, listener closed");
+    if taken > 0 {
+        tracing::info!(server = %ctx.name, pid = std::process::id(), taken, "final stop: queued connections taken before the listener closed");
+    }
 }
 
 /// Serves one accepted connection, or pauses after an accept error that is not about one
