@@ -238,6 +238,69 @@ async fn serve<Io, Addr>(
 mod tests {
     use super::*;
 
+    /// Connects `n` clients, each of which sends its number; returns them.
+    async fn queue_clients<S, F, Fut>(n: u8, connect: F) -> Vec<S>
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = io::Result<S>>,
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let mut c = connect().await.unwrap();
+            c.write_all(&[i]).await.unwrap();
+            clients.push(c);
+        }
+        clients
+    }
+
+    /// Reads one byte from each taken connection: together, every client's number once.
+    async fn numbers<S: tokio::io::AsyncRead + Unpin>(taken: Vec<io::Result<S>>) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut seen = Vec::new();
+        for conn in taken {
+            let mut conn = conn.unwrap();
+            seen.push(conn.read_u8().await.unwrap());
+        }
+        seen.sort_unstable();
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_tcp_queue_is_taken_whole_and_the_port_closes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _clients = queue_clients(3, || tokio::net::TcpStream::connect(addr)).await;
+        let mut taken = Vec::new();
+        listener.accept_queued(&mut |c| taken.push(c)).unwrap();
+        assert_eq!(numbers(taken).await, [0, 1, 2]);
+        let closed = tokio::net::TcpStream::connect(addr).await.map(|_| ());
+        assert_eq!(
+            closed.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_unix_queue_is_taken_whole() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("grace-queue-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::UnixListener::from_std(std_listener).unwrap();
+        let _clients = queue_clients(2, || async {
+            let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+            s.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(s)
+        })
+        .await;
+        let mut taken = Vec::new();
+        listener.accept_queued(&mut |c| taken.push(c)).unwrap();
+        assert_eq!(numbers(taken).await, [0, 1]);
+    }
+
     #[test]
     fn per_connection_errors_are_skipped_and_resource_errors_back_off() {
         for errno in [
