@@ -69,7 +69,9 @@ const LINGER: Duration = Duration::from_secs(1);
 /// The pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// After a final stop sealed a TCP socket, handshakes already under way still complete, each
-/// within a round trip: accept for this long before taking the rest of the queue.
+/// within a round trip: accept for this long before taking the rest of the queue. (gracehttp
+/// goes on until 250 ms pass without a connection, which also covers a client whose last ACK a
+/// full queue dropped and which retransmits.)
 const TCP_HANDSHAKE_LINGER: Duration = Duration::from_millis(100);
 /// A bound on the connections taken from one queue at a final stop.
 const MAX_QUEUED: usize = 65_536;
@@ -392,7 +394,13 @@ impl Acceptor {
         let mut taken = Vec::new();
         match self {
             Acceptor::Tcp(l) => {
-                let Ok(l) = l.into_std() else { return taken };
+                let l = match l.into_std() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log!("final stop: cannot take the queue: {e}");
+                        return taken;
+                    }
+                };
                 take(
                     &mut taken,
                     || l.accept().map(|(s, _)| s),
@@ -403,7 +411,13 @@ impl Acceptor {
                 );
             }
             Acceptor::Unix(l) => {
-                let Ok(l) = l.into_std() else { return taken };
+                let l = match l.into_std() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log!("final stop: cannot take the queue: {e}");
+                        return taken;
+                    }
+                };
                 take(
                     &mut taken,
                     || l.accept().map(|(s, _)| s),
@@ -423,7 +437,7 @@ fn take<S>(
     mut accept: impl FnMut() -> io::Result<S>,
     convert: impl Fn(S) -> io::Result<Connection>,
 ) {
-    while taken.len() < MAX_QUEUED {
+    for _ in 0..MAX_QUEUED {
         match accept() {
             Ok(s) => match convert(s) {
                 Ok(c) => taken.push(c),
@@ -506,8 +520,11 @@ async fn accept_loop(
     if let Acceptor::Tcp(l) = &listener {
         let linger = tokio::time::Instant::now() + TCP_HANDSHAKE_LINGER;
         while let Ok(accepted) = tokio::time::timeout_at(linger, l.accept()).await {
-            if let Ok((stream, _)) = accepted {
-                start_session(Connection::Tcp(stream), &sessions);
+            match accepted {
+                Ok((stream, _)) => start_session(Connection::Tcp(stream), &sessions),
+                Err(e) if is_per_connection(&e) => {}
+                // Out of descriptors or memory: do not spin; take what the queue still holds.
+                Err(_) => break,
             }
         }
     }

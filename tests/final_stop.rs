@@ -178,6 +178,32 @@ fn sockets_a_predecessor_of_this_library_bound_are_sealed_by_the_successor() {
     assert!(seals.iter().all(|l| l.ends_with(" sealed")), "{lines:?}");
 }
 
+#[test]
+fn a_new_process_that_closes_before_it_is_ready_seals_nothing() {
+    let unix = format!("unix:@grace-sealearly-{}", std::process::id());
+    let lines = run_probe(
+        &[],
+        &[
+            "--mode",
+            "upgrade",
+            "--child-mode",
+            "close-early",
+            "--probe-after-failure",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            &unix,
+        ],
+    );
+    assert!(lines.iter().any(|l| l.starts_with("failed ")), "{lines:?}");
+    let after: Vec<&String> = lines.iter().filter(|l| l.starts_with("after ")).collect();
+    assert_eq!(after.len(), 2, "{lines:?}");
+    assert!(
+        after.iter().all(|l| l.ends_with(" open")),
+        "the parent's sockets were sealed by a new process that failed: {lines:?}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -2,17 +2,21 @@
 //! got, says ready, and answers every connection (and datagram) with its pid.
 //!
 //! ```text
-//! netchild [--mode serve|check|exit1|abort|hang|upgrade] [--listen [NAME=]ENDPOINT]...
-//!          [--report-dir DIR] [--max-seconds N] [--child-mode MODE]
+//! netchild [--mode serve|check|exit1|abort|hang|upgrade|close|close-early|seal-probe] [--listen [NAME=]ENDPOINT]...
+//!          [--report-dir DIR] [--max-seconds N] [--child-mode MODE] [--pid-file PATH]
+//!          [--probe-after-failure]
 //! ```
 //!
 //! `close` listens, reports ready, then stops for good (`Net::close`) and exits.
+//! `close-early` listens, then stops for good (`Net::close`) before it is ready, and exits 1.
 //! `seal-probe` listens, reports ready, stops for good (`Net::close`) but keeps its listeners,
 //! then tries to connect to each one and prints `seal ENDPOINT sealed` (the attempt went
 //! unanswered or was refused) or `seal ENDPOINT open` (it was queued), and exits.
 //! `upgrade` serves nothing: it listens, reports ready, upgrades once to a netchild started
 //! with `--mode CHILD-MODE` and the same listeners, prints `upgraded PID` or `failed ERROR`,
-//! says `STOPPING=1` to systemd and exits.
+//! says `STOPPING=1` to systemd and exits. With `--probe-after-failure`, a failed upgrade is
+//! followed by `after ENDPOINT open|sealed` for each of its own listeners, as `seal-probe`
+//! prints them.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
@@ -36,6 +40,7 @@ struct Args {
     child_mode: String,
     raw_listen: Vec<String>,
     pid_file: Option<PathBuf>,
+    probe_after_failure: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -47,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
         child_mode: "serve".into(),
         raw_listen: Vec::new(),
         pid_file: None,
+        probe_after_failure: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--max-seconds" => args.max = Duration::from_secs(value()?.parse()?),
             "--child-mode" => args.child_mode = value()?,
             "--pid-file" => args.pid_file = Some(value()?.into()),
+            "--probe-after-failure" => args.probe_after_failure = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -195,6 +202,10 @@ fn run() -> anyhow::Result<()> {
         ));
         listeners.push(l);
     }
+    if args.mode == "close-early" {
+        net.close()?;
+        std::process::exit(1);
+    }
     if let Some(dir) = &args.report_dir {
         let tmp = dir.join(format!(".{pid}.tmp"));
         fs::write(&tmp, &report)?;
@@ -222,7 +233,15 @@ fn run() -> anyhow::Result<()> {
     if args.mode == "upgrade" {
         match net.upgrade() {
             Ok(pid) => println!("upgraded {pid}"),
-            Err(e) => println!("failed {e}"),
+            Err(e) => {
+                println!("failed {e}");
+                // Still serving: each socket must still take connections.
+                if args.probe_after_failure {
+                    for ((_, endpoint), l) in args.listen.iter().zip(&listeners) {
+                        println!("after {endpoint} {}", seal_state(l)?);
+                    }
+                }
+            }
         }
         gracenet::notify::stopping()?;
         return Ok(());

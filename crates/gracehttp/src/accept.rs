@@ -52,11 +52,14 @@ pub(crate) fn classify(e: &io::Error) -> Action {
     }
 }
 
-/// How long a TCP accept loop goes on accepting after a final stop sealed its socket. The
-/// seal drops new SYNs but lets the handshakes already under way complete, each within a round
-/// trip; this covers round trips up to 100 ms, beyond loopback and LAN. The cost: a client whose
-/// SYN is dropped meanwhile retries after a second and is refused then, not at once.
-const TCP_HANDSHAKE_LINGER: Duration = Duration::from_millis(100);
+/// After a final stop sealed a TCP socket, its accept loop goes on accepting until no connection
+/// has come for this long. The seal drops new SYNs but lets the handshakes already under way
+/// complete: within a round trip, or, when the queue was full and the kernel dropped the
+/// client's last ACK, when the client retransmits (200 ms at the least). The cost: a client
+/// whose SYN is dropped meanwhile retries after a second and is refused then, not at once.
+const TCP_LINGER_QUIET: Duration = Duration::from_millis(250);
+/// The linger ends after this long in any case.
+const TCP_LINGER_MAX: Duration = Duration::from_secs(1);
 
 /// At most this many connections are taken from a queue at a final stop: more than any
 /// backlog holds (`somaxconn` is 4096 by default), and a bound should the socket not be sealed
@@ -65,8 +68,9 @@ const MAX_QUEUED: usize = 65_536;
 
 /// What a final stop needs of a listener beyond [`Accept`].
 pub(crate) trait Listen: Accept + Sized {
-    /// How long to go on accepting once [`Net::close`](gracenet::Net::close) sealed the socket.
-    const LINGER: Duration;
+    /// Whether connections can be under way (a TCP handshake) when the socket is sealed, and
+    /// still complete into the queue afterwards.
+    const HANDSHAKES: bool;
 
     /// Accepts what is left in the kernel's queue without waiting, handing each connection
     /// (or the error that ended the taking) to `each`, and closes this copy of the socket.
@@ -74,7 +78,7 @@ pub(crate) trait Listen: Accept + Sized {
 }
 
 impl Listen for tokio::net::TcpListener {
-    const LINGER: Duration = TCP_HANDSHAKE_LINGER;
+    const HANDSHAKES: bool = true;
 
     fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
         // Out of the runtime's hands: a plain accept(2) answers `WouldBlock` exactly when the
@@ -94,7 +98,7 @@ impl Listen for tokio::net::TcpListener {
 
 impl Listen for tokio::net::UnixListener {
     // A unix connect is queued at once, or refused once sealed: nothing is under way.
-    const LINGER: Duration = Duration::ZERO;
+    const HANDSHAKES: bool = false;
 
     fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
         let listener = self.into_std()?;
@@ -130,14 +134,19 @@ fn take_queued<S, T>(
 /// `closing` says this is a final stop. Each connection is served in its own task, attached to
 /// the connection so that a force-close can abort it.
 ///
-/// On a final stop, [`Net::close`](gracenet::Net::close) has sealed the socket and closed every
-/// other copy of it, so this copy is the last: dropping it would reset what is still queued. The
-/// loop goes on accepting for [`Listen::LINGER`] (handshakes under way complete), then takes
-/// what is left in the queue without waiting, and only then drops the listener.
+/// On a final stop, [`Net::close`](gracenet::Net::close) has closed gracenet's copy of the
+/// socket, so this copy is likely the last: dropping it would reset what is still queued. When
+/// the socket was `sealed` (gracenet bound it, so nobody else holds it), no new connection is
+/// queued any more: a TCP loop goes on accepting until [`TCP_LINGER_QUIET`] passes without a
+/// connection (handshakes under way complete). Then the loop takes what is left in the queue
+/// without waiting, and only then drops the listener. (A socket systemd handed in is not
+/// sealed: its queue is taken once, and what comes after stays with systemd if it still holds
+/// the socket.)
 pub(crate) async fn accept_loop<L>(
     mut listener: TrackedListener<L>,
     ctx: Arc<ConnCtx>,
     mut closing: watch::Receiver<bool>,
+    sealed: bool,
 ) where
     L: Listen + Send,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -162,16 +171,24 @@ pub(crate) async fn accept_loop<L>(
         serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
     }
 
-    let linger = tokio::time::sleep(L::LINGER);
-    tokio::pin!(linger);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = &mut linger => break,
-            accepted = listener.accept() => accepted,
-        };
-        let Some(accepted) = accepted else { return };
-        serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
+    if sealed && L::HANDSHAKES {
+        let start = tokio::time::Instant::now();
+        let quiet = tokio::time::sleep(TCP_LINGER_QUIET);
+        let end = tokio::time::sleep_until(start + TCP_LINGER_MAX);
+        tokio::pin!(quiet, end);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut quiet => break,
+                () = &mut end => break,
+                accepted = listener.accept() => accepted,
+            };
+            let Some(accepted) = accepted else { return };
+            serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
+            quiet
+                .as_mut()
+                .reset(tokio::time::Instant::now() + TCP_LINGER_QUIET);
+        }
     }
     let drain = listener.drain().clone();
     let Some(inner) = listener.into_inner() else {

@@ -265,8 +265,11 @@ impl Grace {
                     });
                 }
             };
-            let inherited = net.listeners().last().is_some_and(|l| l.inherited);
-            listeners.push((s, listener, inherited));
+            let (inherited, bound) = net
+                .listeners()
+                .last()
+                .map_or((false, false), |l| (l.inherited, l.bound));
+            listeners.push((s, listener, inherited, bound));
         }
 
         // The accept loops are made here but started only once this process is ready: a
@@ -278,7 +281,7 @@ impl Grace {
         // Tells the accept loops that this is a final stop (see `accept_loop`).
         let (closing, closing_rx) = watch::channel(false);
         let mut tls_servers: Vec<(String, Tls)> = Vec::new();
-        for (s, listener, inherited) in listeners {
+        for (s, listener, inherited, bound) in listeners {
             let drain = Drain::new();
             let server_metrics = Arc::new(ServerMetrics::new(s.name.clone(), drain.clone()));
             metrics.add(Arc::clone(&server_metrics));
@@ -306,6 +309,7 @@ impl Grace {
                         drain.track_listener(l),
                         ctx,
                         closing_rx.clone(),
+                        bound,
                     )));
                     shown
                 }
@@ -315,6 +319,7 @@ impl Grace {
                         drain.track_listener(l),
                         ctx,
                         closing_rx.clone(),
+                        bound,
                     )));
                     s.endpoint.to_string()
                 }

@@ -18,9 +18,14 @@ pub const GENERATION: &str = "GRACENET_GENERATION";
 /// The names of the handed-over unix sockets whose files a process of this library created,
 /// and which the last process removes on a final stop (a file systemd created stays).
 pub const SOCKET_FILES: &str = "GRACENET_SOCKET_FILES";
-/// The names of the handed-over sockets that a process of this library bound itself, so that
-/// no process outside the line of generations (systemd, a supervisor) holds them: the last
-/// process may seal them on a final stop. Absent, every inherited socket counts as shared.
+/// Which handed-over sockets a process of this library bound itself, so that no process outside
+/// the line of generations (systemd, a supervisor) holds them: the last process may seal them
+/// on a final stop. The value is `GENERATION;POSITIONS`: the generation it is meant for, then
+/// the comma-separated positions among the `LISTEN_FDS` sockets (0 for fd 3), for example
+/// `4;0,2`. Positions rather than names, which need not be unique (every socket of a systemd
+/// unit has the unit's name by default); the generation, so that a value an older binary passed
+/// on untouched is not taken for its own. Absent or stale, every inherited socket counts as
+/// shared.
 pub const BOUND: &str = "GRACENET_BOUND";
 
 /// Every variable the protocol sets; none of them must reach an unrelated subprocess.
@@ -48,8 +53,8 @@ pub(crate) struct Handed {
     pub(crate) generation: u64,
     /// Names of inherited unix sockets whose files this library created.
     pub(crate) socket_files: Vec<String>,
-    /// Names of inherited sockets that a process of this library bound.
-    pub(crate) bound: Vec<String>,
+    /// Positions (0 for fd 3) of inherited sockets that a process of this library bound.
+    pub(crate) bound: Vec<usize>,
     /// `LISTEN_PID` named another process: the variables were left over, not meant for us.
     pub(crate) foreign_pid: Option<u32>,
 }
@@ -196,7 +201,39 @@ pub(crate) fn parse(
         })
     };
     let socket_files = name_list(read(SOCKET_FILES)?);
-    let bound = name_list(read(BOUND)?);
+
+    let bound = match read(BOUND)? {
+        None => Vec::new(),
+        Some(value) => {
+            let bad = |reason: &str| invalid(BOUND, &value, reason.to_owned());
+            let (meant_for, positions) = value
+                .split_once(';')
+                .ok_or_else(|| bad("expected GENERATION;POSITIONS, for example 4;0,2"))?;
+            let meant_for = parse_number(meant_for)
+                .ok_or_else(|| bad("the generation is not a non-negative decimal number"))?;
+            let positions = positions
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    parse_number(p)
+                        .and_then(|p| usize::try_from(p).ok())
+                        .filter(|&p| p < count)
+                        .ok_or_else(|| {
+                            bad(&format!(
+                                "position {p:?} is not one of the {count} sockets (0..{count})"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<usize>, Error>>()?;
+            // Left over from an older generation by a binary that does not know the variable:
+            // it says nothing about this process's sockets.
+            if meant_for == generation {
+                positions
+            } else {
+                Vec::new()
+            }
+        }
+    };
 
     Ok(Handed {
         fds: fds.zip(names).collect(),
@@ -257,14 +294,33 @@ mod tests {
             ("GRACENET_READY_FD", "5"),
             ("GRACENET_GENERATION", "7"),
             ("GRACENET_SOCKET_FILES", ""),
-            ("GRACENET_BOUND", "http::admin"),
+            ("GRACENET_BOUND", "7;1"),
         ])
         .unwrap();
         assert_eq!(h.fds, vec![(3, "http".to_owned()), (4, "admin".to_owned())]);
         assert_eq!(h.ready_fd, Some(5));
         assert_eq!(h.generation, 7);
         assert!(h.socket_files.is_empty());
-        assert_eq!(h.bound, ["http", "admin"]);
+        assert_eq!(h.bound, [1]);
+    }
+
+    #[test]
+    fn bound_sockets_count_only_for_the_generation_they_were_meant_for() {
+        let with = |bound: &str| {
+            run(&[
+                ("LISTEN_PID", "100"),
+                ("LISTEN_FDS", "3"),
+                ("GRACENET_GENERATION", "2"),
+                ("GRACENET_BOUND", bound),
+            ])
+        };
+        assert_eq!(with("2;0,2").unwrap().bound, [0, 2]);
+        assert_eq!(with("2;").unwrap().bound, Vec::<usize>::new());
+        // Passed on untouched by a binary that does not know the variable.
+        assert_eq!(with("1;0,1,2").unwrap().bound, Vec::<usize>::new());
+        for bad in ["0,2", "x;0", "2;3", "2;0,-1", "2;a"] {
+            assert_eq!(invalid_var(with(bad)), "GRACENET_BOUND", "{bad}");
+        }
     }
 
     #[test]

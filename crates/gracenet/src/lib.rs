@@ -43,8 +43,9 @@
 //! is a pipe: the new process writes `READY=1\n` to it once it serves. `GRACENET_GENERATION`
 //! counts the handovers, and `GRACENET_SOCKET_FILES` names the unix sockets whose files this
 //! library created (so the last process removes them on a final stop, and leaves systemd's).
-//! `GRACENET_BOUND` names the sockets a process of this library bound itself, which no other
-//! program holds: the last process seals those on a final stop (see [`Net::close`]).
+//! `GRACENET_BOUND` says which of the sockets a process of this library bound itself, so that
+//! no other program holds them: the last process seals those on a final stop (see
+//! [`Net::close`]).
 
 mod endpoint;
 mod env;

@@ -65,8 +65,6 @@ struct State {
     closed: bool,
     /// Names of inherited unix sockets whose files a predecessor created.
     socket_files: Vec<String>,
-    /// Names of inherited sockets a predecessor bound (no other program holds them).
-    bound: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -75,6 +73,8 @@ struct Inherited {
     name: String,
     kind: Kind,
     endpoint: Option<Endpoint>,
+    /// A predecessor of this library bound it (`GRACENET_BOUND`).
+    bound: bool,
 }
 
 #[derive(Debug)]
@@ -107,6 +107,9 @@ pub struct SocketInfo {
     pub endpoint: Option<Endpoint>,
     /// Whether this process inherited it (rather than binding it fresh).
     pub inherited: bool,
+    /// Whether this process or a predecessor of this library bound it, so that no other
+    /// program (systemd, a supervisor) holds it: [`Net::close`] seals it.
+    pub bound: bool,
 }
 
 /// A socket returned by [`Net::listen`].
@@ -219,13 +222,6 @@ impl Builder {
                 inherited,
                 ready_pipe,
                 socket_files: handed.socket_files.clone(),
-                // Only a parent of this library says which sockets it bound; without one, an
-                // inherited socket may be held by whoever handed it in.
-                bound: if has_parent {
-                    handed.bound.clone()
-                } else {
-                    Vec::new()
-                },
                 ..State::default()
             }),
             backlog: i32::try_from(self.backlog).unwrap_or(i32::MAX),
@@ -284,8 +280,11 @@ fn inherit() -> Result<(Handed, Vec<Inherited>, Option<OwnedFd>), Error> {
     // SAFETY: as above, for the readiness pipe named by GRACENET_READY_FD.
     let ready = handed.ready_fd.map(|fd| unsafe { sys::adopt(fd) });
 
+    // Only a parent of this library says which sockets it bound; without one, an inherited
+    // socket may be held by whoever handed it in.
+    let has_parent = ready.is_some();
     let mut inherited = Vec::with_capacity(owned.len());
-    for (fd, name) in owned {
+    for (position, (fd, name)) in owned.into_iter().enumerate() {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let err = |source: io::Error| Error::Inherit {
             fd: raw,
@@ -303,6 +302,7 @@ fn inherit() -> Result<(Handed, Vec<Inherited>, Option<OwnedFd>), Error> {
             name,
             kind,
             endpoint,
+            bound: has_parent && handed.bound.contains(&position),
         });
     }
     let ready = match ready {
@@ -468,7 +468,7 @@ impl Net {
             Some(i) => {
                 let inherited = st.inherited.remove(i);
                 let owns_file = st.socket_files.contains(&inherited.name);
-                let bound = st.bound.contains(&inherited.name);
+                let bound = inherited.bound;
                 let socket = inherited.socket;
                 if endpoint.kind() == Kind::Tcp || endpoint.kind() == Kind::UnixStream {
                     // systemd and our parents hand over listening sockets; anything else handing
@@ -559,6 +559,7 @@ impl Net {
                 kind: i.kind,
                 endpoint: i.endpoint.clone(),
                 inherited: true,
+                bound: i.bound,
             })
             .collect()
     }
@@ -573,6 +574,7 @@ impl Net {
                 kind: a.kind,
                 endpoint: a.endpoint.clone(),
                 inherited: a.inherited,
+                bound: a.bound,
             })
             .collect()
     }
@@ -725,11 +727,15 @@ impl Net {
         let bound = st
             .active
             .iter()
-            .filter(|a| a.bound)
-            .map(|a| a.name.as_str())
+            .enumerate()
+            .filter(|(_, a)| a.bound)
+            .map(|(position, _)| position.to_string())
             .collect::<Vec<_>>()
-            .join(":");
-        vars.push((env::BOUND.into(), bound.into()));
+            .join(",");
+        vars.push((
+            env::BOUND.into(),
+            format!("{};{bound}", self.generation + 1).into(),
+        ));
         vars.push((
             env::GENERATION.into(),
             (self.generation + 1).to_string().into(),
@@ -828,8 +834,10 @@ impl Net {
     ///
     /// A socket that systemd or another program handed in (here or to a predecessor) is not
     /// sealed, since they may hand it to the next instance; it stays open there, its queue with
-    /// it. Nor is anything sealed while an upgrade is in progress: its new process holds the
-    /// sockets. Upgrades are refused after `close` with [`Error::Closed`]. After a handover,
+    /// it ([`SocketInfo::bound`] tells which are sealed). Nor is anything sealed while an
+    /// upgrade is in progress (its new process holds the sockets), nor by a new process before
+    /// it has reported [`ready`](Net::ready): its parent still serves on them, and goes on
+    /// serving if this process fails. Upgrades are refused after `close` with [`Error::Closed`]. After a handover,
     /// never call this: the sockets and files belong to the new process.
     ///
     /// # Errors
@@ -838,15 +846,19 @@ impl Net {
     /// [`Error::PidFile`] when the pid file cannot be read or removed. Either way, every socket
     /// is closed and the socket files are removed.
     pub fn close(&self) -> Result<(), Error> {
-        let active = {
+        let (active, sealing) = {
             let mut st = self.state();
             st.closed = true;
             st.inherited.clear();
-            std::mem::take(&mut st.active)
+            // With `closed` set, no upgrade can start any more; one started before holds the
+            // phase until its new process is gone or has taken over. (State, then phase: the
+            // order `claim_pid_file` takes them in.)
+            let idle = *self.upgrade.phase() == Phase::Idle;
+            // A process whose parent waits for it has not been committed to before it says
+            // ready: the parent still serves on these sockets, and goes on if this one fails.
+            let committed = !self.has_parent || st.ready_done;
+            (std::mem::take(&mut st.active), idle && committed)
         };
-        // `closed` is set, so no upgrade can start any more; one started before holds the
-        // phase until its new process is gone or has taken over.
-        let sealing = *self.upgrade.phase() == Phase::Idle;
         let mut sealed = Ok(());
         for a in active.iter().filter(|a| sealing && a.bound) {
             if let Err(source) = sys::seal(&a.socket, a.kind) {
