@@ -392,15 +392,8 @@ impl Acceptor {
     /// runtime's readiness may lag behind.
     fn take_queued(self) -> Vec<Connection> {
         let mut taken = Vec::new();
-        match self {
-            Acceptor::Tcp(l) => {
-                let l = match l.into_std() {
-                    Ok(l) => l,
-                    Err(e) => {
-                        log!("final stop: cannot take the queue: {e}");
-                        return taken;
-                    }
-                };
+        let result = match self {
+            Acceptor::Tcp(l) => l.into_std().map(|l| {
                 take(
                     &mut taken,
                     || l.accept().map(|(s, _)| s),
@@ -409,15 +402,8 @@ impl Acceptor {
                         TcpStream::from_std(s).map(Connection::Tcp)
                     },
                 );
-            }
-            Acceptor::Unix(l) => {
-                let l = match l.into_std() {
-                    Ok(l) => l,
-                    Err(e) => {
-                        log!("final stop: cannot take the queue: {e}");
-                        return taken;
-                    }
-                };
+            }),
+            Acceptor::Unix(l) => l.into_std().map(|l| {
                 take(
                     &mut taken,
                     || l.accept().map(|(s, _)| s),
@@ -426,7 +412,10 @@ impl Acceptor {
                         UnixStream::from_std(s).map(Connection::Unix)
                     },
                 );
-            }
+            }),
+        };
+        if let Err(e) = result {
+            log!("final stop: cannot take the queue: {e}");
         }
         taken
     }
