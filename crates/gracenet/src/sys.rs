@@ -47,6 +47,18 @@ pub(crate) fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Starts writing `file`'s dirty pages out, without waiting for it (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`). Only to make a later operation cheaper: a failure changes nothing
+/// and is ignored.
+pub(crate) fn start_writeback(file: &impl AsFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range reads nothing from memory; on a descriptor it cannot act on it
+    // fails with an error, which is ignored.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_fd().as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 /// Whether a descriptor is a pipe (the readiness pipe must be one).
 pub(crate) fn is_fifo(fd: &OwnedFd) -> io::Result<bool> {
     let st = fstat(fd)?;
