@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use gracedown::{Drain, StopTimeouts};
+use gracedown::{Counters, Drain, StopTimeouts};
 use gracenet::{Listener, Net};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -54,7 +54,9 @@ enum Command {
     Reload,
     Stop,
     ForceStop,
-    UpgradeFinished(Result<u32, gracenet::Error>),
+    /// How an upgrade ended; after a handover, with the drain counters from just before the
+    /// upgrade thread started the drain.
+    UpgradeFinished(Result<(u32, Vec<Counters>), gracenet::Error>),
 }
 
 /// How [`Grace::run`] ended.
@@ -377,13 +379,25 @@ impl Grace {
             handle.emit(Event::UpgradeStarted);
             let net = Arc::clone(&net);
             let tx = handle.shared.commands.clone();
-            // `upgrade` blocks until the new process is ready or has failed.
+            let drains = drains.clone();
+            // `upgrade` blocks until the new process is ready or has failed. Once it has
+            // committed, this thread stops the accept loops itself: until they stop, this
+            // process takes connections the new one is waiting for, and the runner would need a
+            // thread switch or two to get there (under load, a wait for a busy worker too).
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Command::UpgradeFinished(net.upgrade()));
+                let result = net.upgrade().map(|pid| {
+                    let before = drains.iter().map(Drain::counters).collect();
+                    for d in &drains {
+                        d.drain();
+                    }
+                    (pid, before)
+                });
+                let _ = tx.send(Command::UpgradeFinished(result));
             });
         };
-        let upgrade_finished = |result: Result<u32, gracenet::Error>| match result {
-            Ok(new_pid) => {
+        let upgrade_finished = |result: Result<(u32, Vec<Counters>), gracenet::Error>| match result
+        {
+            Ok((new_pid, before)) => {
                 metrics.upgrades_done.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     pid,
@@ -391,7 +405,7 @@ impl Grace {
                     "upgrade done: the new process serves; draining"
                 );
                 handle.emit(Event::UpgradeDone { pid: new_pid });
-                Some(new_pid)
+                Some((new_pid, before))
             }
             Err(gracenet::Error::Cancelled) => {
                 tracing::info!(pid, "upgrade cancelled: the new process was killed");
@@ -410,8 +424,9 @@ impl Grace {
             }
         };
 
-        // Serve until told to stop, or until a new process took over.
-        let mut successor = None;
+        // Serve until told to stop, or until a new process took over (with the drain counters
+        // from before the upgrade thread started the drain).
+        let mut successor: Option<(u32, Vec<Counters>)> = None;
         let mut forced = false;
         let stop_reason = loop {
             tokio::select! {
@@ -426,8 +441,8 @@ impl Grace {
                     Command::ForceStop => { forced = true; break "forced stop requested" }
                     Command::UpgradeFinished(result) => {
                         upgrading = false;
-                        if let Some(new_pid) = upgrade_finished(result) {
-                            successor = Some(new_pid);
+                        if let Some(handover) = upgrade_finished(result) {
+                            successor = Some(handover);
                             break "handed over";
                         }
                     }
@@ -474,13 +489,17 @@ impl Grace {
             closing.send_replace(true);
             while accepting.join_next().await.is_some() {}
         }
-        // Stop accepting, after a handover: each accept loop returns and drops its copy of the
+        // The drain. After a handover the upgrade thread has started it already, and the calls
+        // below change nothing: each accept loop has returned and dropped its copy of the
         // listener; the sockets stay open for the successor (gracenet holds them).
         metrics.draining.store(true, Ordering::Relaxed);
         handle.emit(Event::Draining);
-        // Counted from here: connections the drain closes at once end before the shutdowns
-        // below take their own snapshots, and must be counted all the same.
-        let before: Vec<_> = drains.iter().map(Drain::counters).collect();
+        // Counted from the drain's start: connections it closes at once end before the
+        // shutdowns below take their own snapshots, and must be counted all the same.
+        let before: Vec<_> = match &mut successor {
+            Some((_, before)) => std::mem::take(before),
+            None => drains.iter().map(Drain::counters).collect(),
+        };
         for d in &drains {
             d.drain();
         }
@@ -537,7 +556,7 @@ impl Grace {
             "drained"
         );
         Ok(match successor {
-            Some(pid) => Outcome::HandedOver { pid, drained },
+            Some((pid, _)) => Outcome::HandedOver { pid, drained },
             None => Outcome::Stopped(drained),
         })
     }
