@@ -5,7 +5,7 @@
 //! - `http`: gracedemo against the same handler on a bare hyper-util server (`examples/bare.rs`),
 //!   same load tool (oha), same run, alternated;
 //! - `restart`: from signal to the new pid answering, and to the old pid's exit, idle and under
-//!   keep-alive load;
+//!   keep-alive load, of the default build and of a statically linked one;
 //! - `memory`: resident memory idle and with many idle keep-alive connections.
 //!
 //! Targets are reported as met or missed; a missed target does not fail the command (timings
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::restart_test::{build_release, load, proc, workspace_root};
+use crate::restart_test::{build_release, build_release_static, load, proc, workspace_root};
 use markdown::Machine;
 
 pub(crate) const USAGE: &str = "\
@@ -32,7 +32,8 @@ Measures and rewrites the matching sections of BENCHMARKS.md. Without SECTION, a
 sections:
   overhead   gracedown's tracking against bare tokio (cargo bench -p gracedown --bench overhead)
   http       gracedemo against the same handler on a bare hyper-util server (examples/bare.rs)
-  restart    restart latency: signal to new pid answering, and to old pid exit; idle and loaded
+  restart    restart latency: signal to new pid answering, and to old pid exit; idle and loaded;
+             of the default build and of a statically linked one
   memory     resident memory idle and with many idle keep-alive connections
 
 options:
@@ -194,7 +195,23 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         write(versus::BEGIN, versus::END, section)?;
     }
     if opts.sections.contains(&Section::Restart) {
-        let section = restart::run(&ctx, opts.restarts, &machine, &date)?;
+        let mut builds = vec![restart::Build {
+            tag: "dynamic",
+            label: "default build",
+            binary: &ctx.gracedemo,
+        }];
+        let statically = build_release_static(&root, "gracedemo")?;
+        match &statically {
+            Some(binary) => builds.push(restart::Build {
+                tag: "static",
+                label: "static build",
+                binary,
+            }),
+            None => {
+                eprintln!("xtask: note: not a *-linux-gnu host; only the default build is measured")
+            }
+        }
+        let section = restart::run(&ctx, &builds, opts.restarts, &machine, &date)?;
         write(restart::BEGIN, restart::END, section)?;
     }
     if opts.sections.contains(&Section::Memory) {

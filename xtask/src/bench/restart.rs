@@ -3,17 +3,22 @@
 //! run and alternated with the restarts: a cold start of the same binary with the same flags,
 //! from spawning it to its first answer, which an exec-based restart cannot beat by much (it
 //! skips only the binds and the pid file).
+//!
+//! Two builds of gracedemo are measured: the one `cargo build --release` makes (dynamically
+//! linked against glibc), and a statically linked one. Most of a restart is the new binary's
+//! start-up, and the dynamic loader's share of it is what static linking removes.
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::markdown::Machine;
-use super::versus::start_demo;
+use super::versus::start_demo_binary;
 use super::{Ctx, max, median, min};
 use crate::restart_test::http;
 use crate::restart_test::load::{self, Kind, Load};
@@ -73,12 +78,12 @@ impl Drop for Cold {
 
 /// Starts gracedemo from scratch with the flags a restarted one has and returns the time from
 /// the spawn to its first answer, probing as the restarts are probed.
-fn cold_start(ctx: &Ctx, i: usize) -> Result<f64> {
+fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
     let ports = free_ports(3)?;
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let pid_file = ctx.dir.join("bench-cold.pid");
     let log = File::create(ctx.dir.join("bench-cold.log")).context("creating bench-cold.log")?;
-    let mut command = Command::new(&ctx.gracedemo);
+    let mut command = Command::new(binary);
     command
         .args(["--http", &addr(ports[0]), "--http", &addr(ports[1])])
         .args(["--admin", &addr(ports[2])])
@@ -109,13 +114,14 @@ fn cold_start(ctx: &Ctx, i: usize) -> Result<f64> {
     bail!("cold start {i}: gracedemo did not answer on {target} within 10 s")
 }
 
-fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
-    let name = if loaded {
-        "bench-restart-loaded"
-    } else {
-        "bench-restart-idle"
-    };
-    let mut demo = start_demo(ctx, name)?;
+fn restarts(ctx: &Ctx, build: &Build<'_>, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
+    let name = format!(
+        "bench-restart-{}-{}",
+        build.tag,
+        if loaded { "loaded" } else { "idle" }
+    );
+    let name = name.as_str();
+    let mut demo = start_demo_binary(ctx, build.binary, name)?;
     demo.probe_pause = PROBE_PAUSE;
     let mut running = None;
     let mut rate = None;
@@ -146,7 +152,7 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> 
         // Probe until the old pid has exited (at most most of the interval).
         demo.restart(1, INTERVAL - Duration::from_millis(100))?;
         // The baseline, under the same conditions, once the restart is over.
-        cold.push(cold_start(ctx, i)?);
+        cold.push(cold_start(ctx, build.binary, i)?);
         if loaded {
             proc::sleep_until(t0 + INTERVAL)?;
         }
@@ -171,10 +177,50 @@ fn restarts(ctx: &Ctx, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> 
     Ok((Series::from(&records, cold), rate))
 }
 
-pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<String> {
-    eprintln!("xtask: {n} restarts idle, then {n} under keep-alive load");
-    let (idle, _) = restarts(ctx, n, false)?;
-    let (loaded, rate) = restarts(ctx, n, true)?;
+/// A build of gracedemo to measure.
+pub(crate) struct Build<'a> {
+    /// For file names: `dynamic`, `static`.
+    pub(crate) tag: &'static str,
+    /// How the table names it.
+    pub(crate) label: &'static str,
+    pub(crate) binary: &'a Path,
+}
+
+/// One build, measured idle and under load.
+struct Measured<'a> {
+    build: &'a Build<'a>,
+    idle: Series,
+    loaded: Series,
+    rate: Option<u64>,
+}
+
+/// Measures each build in turn: `n` restarts idle, then `n` under keep-alive load.
+pub(crate) fn run(
+    ctx: &Ctx,
+    builds: &[Build<'_>],
+    n: usize,
+    machine: &Machine,
+    date: &str,
+) -> Result<String> {
+    let mut measured = Vec::new();
+    for build in builds {
+        eprintln!(
+            "xtask: {} build: {n} restarts idle, then {n} under keep-alive load",
+            build.tag
+        );
+        let (idle, _) = restarts(ctx, build, n, false)?;
+        let (loaded, rate) = restarts(ctx, build, n, true)?;
+        measured.push(Measured {
+            build,
+            idle,
+            loaded,
+            rate,
+        });
+    }
+    Ok(section(&measured, n, machine, date))
+}
+
+fn section(measured: &[Measured<'_>], n: usize, machine: &Machine, date: &str) -> String {
     let meets = |ok: bool| if ok { "meets" } else { "misses" };
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
@@ -186,28 +232,43 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
          connection every {} µs from the signal on.\n",
         PROBE_PAUSE.as_micros()
     );
-    let _ = writeln!(
-        s,
-        "| | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
+    if measured.len() > 1 {
         let _ = writeln!(
             s,
-            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            median(&series.to_new),
-            max(&series.to_new),
-            median(&series.to_exit),
-            max(&series.to_exit)
+            "Two builds of the same code: the one `cargo build --release` makes, dynamically \
+             linked against glibc, and a statically linked one (glibc static-pie). A restart is \
+             mostly the new binary's start-up, and static linking removes the dynamic loader's \
+             part of it (mapping and relocating three shared libraries) from every start, cold \
+             or by restart. Go programs, like those of the Go libraries named in the targets, are \
+             statically linked by default.\n"
         );
     }
-    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
-        let _ = writeln!(
-            s,
-            "| baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
-            median(&series.cold),
-            max(&series.cold)
-        );
+    let _ = writeln!(
+        s,
+        "| build | | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    for m in measured {
+        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+            let _ = writeln!(
+                s,
+                "| {} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                m.build.label,
+                median(&series.to_new),
+                max(&series.to_new),
+                median(&series.to_exit),
+                max(&series.to_exit)
+            );
+        }
+        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+            let _ = writeln!(
+                s,
+                "| {} | baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
+                m.build.label,
+                median(&series.cold),
+                max(&series.cold)
+            );
+        }
     }
     let _ = writeln!(s);
     let _ = writeln!(
@@ -219,33 +280,54 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
          preparation, and skips the binds and the pid file. Restart against the cold start \
          after it (to new pid / cold start, each pair):\n"
     );
-    for (name, series) in [("idle", &idle), ("under keep-alive load", &loaded)] {
-        let ratios = series.ratios();
-        let _ = writeln!(
-            s,
-            "- {name}: median {:.2}, spread {:.2}..{:.2} over {} pairs",
-            median(&ratios),
-            min(&ratios),
-            max(&ratios),
-            ratios.len()
-        );
+    for m in measured {
+        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+            let ratios = series.ratios();
+            let _ = writeln!(
+                s,
+                "- {}, {name}: median {:.2}, spread {:.2}..{:.2} over {} pairs",
+                m.build.label,
+                median(&ratios),
+                min(&ratios),
+                max(&ratios),
+                ratios.len()
+            );
+        }
     }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Targets: under load, median at most {LOADED_MEDIAN} ms ({}) and max at most \
-         {LOADED_MAX} ms ({}); idle, median at most {IDLE_MEDIAN} ms ({}).\n",
-        meets(median(&loaded.to_new) <= LOADED_MEDIAN),
-        meets(max(&loaded.to_new) <= LOADED_MAX),
-        meets(median(&idle.to_new) <= IDLE_MEDIAN),
+        "Targets: under load, median at most {LOADED_MEDIAN} ms and max at most {LOADED_MAX} ms; \
+         idle, median at most {IDLE_MEDIAN} ms.\n"
     );
+    for m in measured {
+        let _ = writeln!(
+            s,
+            "- {}: under load, median {} and max {}; idle, median {}.",
+            m.build.label,
+            meets(median(&m.loaded.to_new) <= LOADED_MEDIAN),
+            meets(max(&m.loaded.to_new) <= LOADED_MAX),
+            meets(median(&m.idle.to_new) <= IDLE_MEDIAN),
+        );
+    }
+    let _ = writeln!(s);
+    let rates = measured
+        .iter()
+        .map(|m| {
+            format!(
+                "{} req/s for the {}",
+                m.rate.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                m.build.label
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         s,
-        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {} req/s (half of what an \
+        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rates} (half of what an \
          unthrottled burst did), `--latency-correction`; one restart every {} s. Idle: one \
          restart after the other, each once the old pid has exited.",
         load::OHA_VERSION,
-        rate.map_or_else(|| "-".to_owned(), |r| r.to_string()),
         INTERVAL.as_secs()
     );
     let _ = writeln!(
@@ -255,7 +337,9 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
     );
     let _ = writeln!(
         s,
-        "- Command: `cargo xtask bench restart` (`--restarts N`)."
+        "- Command: `cargo xtask bench restart` (`--restarts N`). It builds the static one with \
+         `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target HOST` \
+         (`--target`, so that build scripts and proc-macros stay dynamic)."
     );
     let _ = writeln!(
         s,
@@ -264,5 +348,81 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
     );
     let _ = writeln!(s, "- Date: {date} (UTC).");
     let _ = writeln!(s, "{END}");
-    Ok(s)
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(to_new: &[f64], cold: &[f64]) -> Series {
+        Series {
+            to_new: to_new.to_vec(),
+            to_exit: to_new.iter().map(|t| t + 1.0).collect(),
+            cold: cold.to_vec(),
+            pairs: to_new.iter().copied().zip(cold.iter().copied()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_section_judges_each_build_by_its_own_figures() {
+        let machine = Machine {
+            nproc: 2,
+            cpu: "test cpu".into(),
+            kernel: "test kernel".into(),
+        };
+        let (a, b) = (Path::new("a"), Path::new("b"));
+        let builds = [
+            Build {
+                tag: "dynamic",
+                label: "default build",
+                binary: a,
+            },
+            Build {
+                tag: "static",
+                label: "static build",
+                binary: b,
+            },
+        ];
+        let measured = [
+            Measured {
+                build: &builds[0],
+                idle: series(&[3.2, 3.4, 3.3], &[2.6, 2.6, 2.6]),
+                loaded: series(&[6.0, 16.0, 6.5], &[5.0, 5.0, 5.0]),
+                rate: Some(40_000),
+            },
+            Measured {
+                build: &builds[1],
+                idle: series(&[2.8, 2.9, 3.0], &[2.0, 2.0, 2.0]),
+                loaded: series(&[4.5, 5.0, 14.0], &[4.0, 4.0, 4.0]),
+                rate: Some(41_000),
+            },
+        ];
+        let s = section(&measured, 3, &machine, "2026-01-01");
+        assert!(s.starts_with(BEGIN) && s.trim_end().ends_with(END), "{s}");
+        assert!(
+            s.contains(
+                "- default build: under load, median misses and max misses; idle, median misses."
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "- static build: under load, median meets and max meets; idle, median meets."
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("| static build | idle | 2.9 ms | 3.0 ms | 3.9 ms | 4.0 ms |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("| default build | baseline: cold start, under keep-alive load | 5.0 ms | 5.0 ms | | |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("40000 req/s for the default build, 41000 req/s for the static build"),
+            "{s}"
+        );
+    }
 }

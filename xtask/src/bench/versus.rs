@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,8 +46,13 @@ pub(crate) fn start_bare(ctx: &Ctx, ports: &[u16], name: &str) -> Result<(Server
 
 /// gracedemo, running, for a benchmark.
 pub(crate) fn start_demo(ctx: &Ctx, name: &str) -> Result<Demo> {
+    start_demo_binary(ctx, &ctx.gracedemo, name)
+}
+
+/// A given build of gracedemo, running, for a benchmark.
+pub(crate) fn start_demo_binary(ctx: &Ctx, binary: &Path, name: &str) -> Result<Demo> {
     let files = Files {
-        binary: ctx.gracedemo.clone(),
+        binary: binary.to_owned(),
         tls: None,
         dir: ctx.dir.clone(),
     };

@@ -372,6 +372,32 @@ pub(crate) fn workspace_root() -> Result<PathBuf> {
 /// Builds `bin` of the examples package in release (`$CARGO build --release --locked`, the
 /// workspace's own target directory) and returns the executable's path, as cargo reports it.
 pub(crate) fn build_release(root: &Path, bin: &str) -> Result<PathBuf> {
+    build(root, bin, None)
+}
+
+/// Builds `bin` as [`build_release`] does, but linked statically (glibc's static-pie:
+/// `RUSTFLAGS="-C target-feature=+crt-static"`, which needs an explicit `--target`, here the
+/// host's, so that build scripts and proc-macros stay dynamic). `Ok(None)` on a host that is not
+/// `*-linux-gnu`.
+pub(crate) fn build_release_static(root: &Path, bin: &str) -> Result<Option<PathBuf>> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .with_context(|| format!("running {} -vV", rustc.to_string_lossy()))?;
+    let info = String::from_utf8_lossy(&out.stdout);
+    let host = info
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::trim)
+        .with_context(|| format!("{} -vV named no host", rustc.to_string_lossy()))?;
+    if !host.ends_with("-linux-gnu") {
+        return Ok(None);
+    }
+    build(root, bin, Some(host)).map(Some)
+}
+
+fn build(root: &Path, bin: &str, static_target: Option<&str>) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(root).args([
@@ -384,15 +410,24 @@ pub(crate) fn build_release(root: &Path, bin: &str) -> Result<PathBuf> {
         bin,
         "--message-format=json-render-diagnostics",
     ]);
-    eprintln!(
-        "xtask: building {bin} (cargo build --release --locked -p grace-examples --bin {bin})"
-    );
+    let how = match static_target {
+        Some(target) => {
+            cmd.args(["--target", target])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static");
+            format!(
+                "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --locked \
+                 -p grace-examples --bin {bin} --target {target}"
+            )
+        }
+        None => format!("cargo build --release --locked -p grace-examples --bin {bin}"),
+    };
+    eprintln!("xtask: building {bin} ({how})");
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
     if !out.status.success() {
-        bail!("building {bin} failed ({})", out.status);
+        bail!("building {bin} failed ({}): {how}", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
