@@ -123,6 +123,32 @@ fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_ser
 /// Runs `netchild` with `args` (through `wrapper` when given), this process being a subreaper
 /// so that a successor becomes its child; returns every line of stdout, read to its end (the
 /// successor shares it), once both have exited.
+#[test]
+fn a_final_stop_during_an_upgrade_seals_nothing() {
+    // The new process holds the sockets and may still commit and serve on them.
+    let net = Net::builder()
+        .inherit(false)
+        .executable(NETCHILD)
+        .args([NETCHILD, "--mode", "hang", "--max-seconds", "30"])
+        .ready_timeout(Some(Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    let listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let child = net.start_process().unwrap();
+    let _reaper = Reaper(child.pid());
+
+    net.close().unwrap();
+
+    let during = TcpStream::connect_timeout(&addr, UNANSWERED).map(|_| ());
+    assert!(
+        during.is_ok(),
+        "a connection attempt during the upgrade got {during:?}"
+    );
+    // Dropped uncommitted, the new process is killed and reaped.
+    drop(child);
+}
+
 fn run_probe(wrapper: &[&str], args: &[&str]) -> Vec<String> {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let (program, rest) = match wrapper.split_first() {
