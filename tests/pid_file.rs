@@ -3,6 +3,7 @@
 //! the successor afterwards (`claim_pid_file`), for a parent that had no pid file to write.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,9 +42,27 @@ fn the_parent_rewrites_its_pid_file_before_upgrade_returns() {
     let path = dir.path().join("app.pid");
     fs::write(&path, format!("{}\n", std::process::id())).unwrap();
     let net = parent(&["--listen", "tcp://127.0.0.1:0"], Some(&path));
+    let old_inode = fs::metadata(&path).unwrap().ino();
     let (pid, _reaper) = upgrade(&net);
     // No wait: the rewrite is part of the commit.
     assert_eq!(pid_in(&path), Some(pid));
+    // The replaced file is freed with the `Net`, not on the commit's path.
+    assert_eq!(held_inodes(&path), [old_inode]);
+    drop(net);
+    assert_eq!(held_inodes(&path), []);
+}
+
+/// The inodes of the files this process holds open that were once at `path` and are unlinked.
+fn held_inodes(path: &Path) -> Vec<u64> {
+    let unlinked = format!("{} (deleted)", path.display());
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let fd = e.ok()?.path();
+            (fs::read_link(&fd).ok()?.to_str()? == unlinked).then(|| fs::metadata(&fd).ok())?
+        })
+        .map(|m| m.ino())
+        .collect()
 }
 
 /// The usual set-up: parent and successor configured with the same pid file. The parent

@@ -755,7 +755,7 @@ impl Net {
         // place when it commits (`Child::wait_ready`).
         let pid_file = self.pid_file.as_ref().map(|path| PendingPidFile {
             path: path.clone(),
-            prepared: pidfile::Prepared::new(path, spawned.pid()),
+            prepared: pidfile::Prepared::ahead(path, spawned.pid()),
         });
         Ok(Child {
             spawned,
