@@ -378,21 +378,23 @@ impl Grace {
             tracing::info!(pid, "upgrade: starting the new binary");
             handle.emit(Event::UpgradeStarted);
             let net = Arc::clone(&net);
-            let tx = handle.shared.commands.clone();
+            let shared = Arc::clone(&handle.shared);
             let drains = drains.clone();
             // `upgrade` blocks until the new process is ready or has failed. Once it has
-            // committed, this thread stops the accept loops itself: until they stop, this
-            // process takes connections the new one is waiting for, and the runner would need a
-            // thread switch or two to get there (under load, a wait for a busy worker too).
+            // committed (and told systemd), this thread stops the accept loops itself: until
+            // they stop, this process takes connections the new one is waiting for, and the
+            // runner would need a thread switch or two to get there (under load, a wait for a
+            // busy worker too).
             tokio::task::spawn_blocking(move || {
                 let result = net.upgrade().map(|pid| {
                     let before = drains.iter().map(Drain::counters).collect();
                     for d in &drains {
                         d.drain();
                     }
+                    shared.metrics.draining.store(true, Ordering::Relaxed);
                     (pid, before)
                 });
-                let _ = tx.send(Command::UpgradeFinished(result));
+                let _ = shared.commands.send(Command::UpgradeFinished(result));
             });
         };
         let upgrade_finished = |result: Result<(u32, Vec<Counters>), gracenet::Error>| match result

@@ -1,8 +1,9 @@
-//! Upgrades that do not happen: a new binary that fails to start keeps this process serving,
-//! and a second request while one is in progress is refused.
+//! Upgrades: one that happens hands over and drains; one that does not (a new binary that fails
+//! to start, a stop while it starts) keeps this process serving, and a second request while
+//! one is in progress is refused.
 //!
 //! The "new binary" is a shell script: `Net::builder().executable(...)` points the upgrade at
-//! it. Both tests start processes; they take turns (see `SPAWNING`).
+//! it. The tests start processes; they take turns (see `SPAWNING`).
 
 mod util;
 
@@ -12,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gracehttp::gracenet::Net;
-use gracehttp::{Event, Server};
+use gracehttp::{Event, Outcome, Server};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
 use util::{Client, Gate, LOCAL, Running};
 
 /// Held while a test writes its script and may start processes: a script being written in one
@@ -43,6 +47,17 @@ async fn start(exe: &PathBuf) -> Running {
     util::start(grace.server(Server::tcp("admin", LOCAL, admin)), &net).await
 }
 
+/// Kills and reaps a committed new process (the test's child) when dropped, on every path.
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.0 as i32);
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+}
+
 async fn upgrades(srv: &Running, result: &str) -> u64 {
     let res = Client::connect(srv.tcp("admin"))
         .await
@@ -50,6 +65,40 @@ async fn upgrades(srv: &Running, result: &str) -> u64 {
         .await;
     let series = format!("gracehttp_upgrades_total{{result=\"{result}\"}}");
     util::metric(&res.text(), &series).unwrap_or_else(|| panic!("no {series}:\n{}", res.text()))
+}
+
+#[tokio::test]
+async fn a_new_binary_that_reports_ready_takes_over_and_this_process_drains() {
+    let _turn = SPAWNING.lock().await;
+    let exe = script("printf 'READY=1\\n' >&\"$GRACENET_READY_FD\"\nexec sleep 30");
+    let mut srv = start(&exe).await;
+    let mut idle = Client::connect(srv.tcp("web")).await;
+    assert_eq!(idle.get("/").await.status, 200);
+
+    srv.handle.upgrade();
+    assert_eq!(srv.event().await, Event::UpgradeStarted);
+    let new_pid = match srv.event().await {
+        Event::UpgradeDone { pid } => pid,
+        other => panic!("expected UpgradeDone, got {other:?}"),
+    };
+    let _reaper = Reaper(new_pid);
+    // The upgrade thread started the drain at the commit, before the runner heard of it.
+    assert!(srv.handle.is_draining());
+    assert_eq!(srv.event().await, Event::Draining);
+    // The keep-alive connection left idle is closed cleanly, and counted.
+    idle.assert_clean_eof().await;
+    match srv.outcome().await {
+        Outcome::HandedOver { pid, drained } => {
+            assert_eq!(pid, new_pid);
+            assert_eq!(
+                (drained.finished, drained.forced, drained.stuck),
+                (1, 0, 0),
+                "{drained:?}"
+            );
+        }
+        other => panic!("expected HandedOver, got {other:?}"),
+    }
+    std::fs::remove_file(&exe).unwrap();
 }
 
 #[tokio::test]
