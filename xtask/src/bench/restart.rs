@@ -64,6 +64,13 @@ impl Series {
     fn ratios(&self) -> Vec<f64> {
         self.pairs.iter().map(|&(r, c)| r / c).collect()
     }
+
+    fn append(&mut self, mut other: Series) {
+        self.to_new.append(&mut other.to_new);
+        self.to_exit.append(&mut other.to_exit);
+        self.cold.append(&mut other.cold);
+        self.pairs.append(&mut other.pairs);
+    }
 }
 
 /// A cold-started gracedemo, killed and reaped when dropped (on every path, errors included).
@@ -114,21 +121,35 @@ fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
     bail!("cold start {i}: gracedemo did not answer on {target} within 10 s")
 }
 
-fn restarts(ctx: &Ctx, build: &Build<'_>, n: usize, loaded: bool) -> Result<(Series, Option<u64>)> {
+/// Half of what an unthrottled burst of keep-alive load gets from `build`: the fixed rate of
+/// the load the restarts are measured under.
+fn load_rate(ctx: &Ctx, build: &Build<'_>) -> Result<u64> {
+    let mut demo = start_demo_binary(ctx, build.binary, "bench-restart-capacity")?;
+    let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
+    let capacity = load::capacity(&ctx.oha, Kind::KEEPALIVE, &url, None, &ctx.dir, 2.0)?;
+    demo.stop()?;
+    Ok((capacity / 2.0) as u64)
+}
+
+/// `n` restarts of `build`, idle or (with a rate) under keep-alive load at that rate.
+fn restarts(
+    ctx: &Ctx,
+    build: &Build<'_>,
+    n: usize,
+    rate: Option<u64>,
+    part: usize,
+) -> Result<Series> {
     let name = format!(
-        "bench-restart-{}-{}",
+        "bench-restart-{}-{}-{part}",
         build.tag,
-        if loaded { "loaded" } else { "idle" }
+        if rate.is_some() { "loaded" } else { "idle" }
     );
     let name = name.as_str();
     let mut demo = start_demo_binary(ctx, build.binary, name)?;
     demo.probe_pause = PROBE_PAUSE;
     let mut running = None;
-    let mut rate = None;
-    if loaded {
+    if let Some(r) = rate {
         let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
-        let capacity = load::capacity(&ctx.oha, Kind::KEEPALIVE, &url, None, &ctx.dir, 2.0)?;
-        let r = (capacity / 2.0) as u64;
         let planned = INTERVAL * u32::try_from(n + 1).unwrap_or(u32::MAX);
         let l = Load {
             kind: Kind::KEEPALIVE,
@@ -143,7 +164,6 @@ fn restarts(ctx: &Ctx, build: &Build<'_>, n: usize, loaded: bool) -> Result<(Ser
             &ctx.dir.join(format!("{name}.json")),
             &ctx.dir.join(format!("{name}-oha.log")),
         )?);
-        rate = Some(r);
         proc::sleep(INTERVAL / 2)?;
     }
     let mut cold = Vec::new();
@@ -153,7 +173,7 @@ fn restarts(ctx: &Ctx, build: &Build<'_>, n: usize, loaded: bool) -> Result<(Ser
         demo.restart(1, INTERVAL - Duration::from_millis(100))?;
         // The baseline, under the same conditions, once the restart is over.
         cold.push(cold_start(ctx, build.binary, i)?);
-        if loaded {
+        if rate.is_some() {
             proc::sleep_until(t0 + INTERVAL)?;
         }
     }
@@ -174,7 +194,7 @@ fn restarts(ctx: &Ctx, build: &Build<'_>, n: usize, loaded: bool) -> Result<(Ser
             demo.failures
         );
     }
-    Ok((Series::from(&records, cold), rate))
+    Ok(Series::from(&records, cold))
 }
 
 /// A build of gracedemo to measure.
@@ -191,10 +211,11 @@ struct Measured<'a> {
     build: &'a Build<'a>,
     idle: Series,
     loaded: Series,
-    rate: Option<u64>,
 }
 
-/// Measures each build in turn: `n` restarts idle, then `n` under keep-alive load.
+/// `n` restarts of each build idle, then `n` under keep-alive load at one rate for all (half of
+/// what the first build does unthrottled). Each series runs in two halves, the builds in the
+/// order A B .. B A, so that a drift of the machine during the run weighs on every build alike.
 pub(crate) fn run(
     ctx: &Ctx,
     builds: &[Build<'_>],
@@ -202,25 +223,58 @@ pub(crate) fn run(
     machine: &Machine,
     date: &str,
 ) -> Result<String> {
-    let mut measured = Vec::new();
-    for build in builds {
-        eprintln!(
-            "xtask: {} build: {n} restarts idle, then {n} under keep-alive load",
-            build.tag
-        );
-        let (idle, _) = restarts(ctx, build, n, false)?;
-        let (loaded, rate) = restarts(ctx, build, n, true)?;
-        measured.push(Measured {
-            build,
-            idle,
-            loaded,
-            rate,
-        });
+    let rate = match builds.first() {
+        Some(first) => load_rate(ctx, first)?,
+        None => bail!("no build to measure"),
+    };
+    let halves = [n.div_ceil(2), n / 2];
+    let mut order: Vec<(usize, usize)> = (0..builds.len()).map(|b| (b, 0)).collect();
+    order.extend((0..builds.len()).rev().map(|b| (b, 1)));
+    let mut idle: Vec<Option<Series>> = builds.iter().map(|_| None).collect();
+    let mut loaded: Vec<Option<Series>> = builds.iter().map(|_| None).collect();
+    for (series, load) in [(&mut idle, None), (&mut loaded, Some(rate))] {
+        for &(b, part) in &order {
+            let count = halves[part];
+            if count == 0 {
+                continue;
+            }
+            eprintln!(
+                "xtask: {} build: {count} restarts {}",
+                builds[b].tag,
+                if load.is_some() {
+                    "under keep-alive load"
+                } else {
+                    "idle"
+                }
+            );
+            let s = restarts(ctx, &builds[b], count, load, part)?;
+            match &mut series[b] {
+                Some(all) => all.append(s),
+                slot => *slot = Some(s),
+            }
+        }
     }
-    Ok(section(&measured, n, machine, date))
+    let measured = builds
+        .iter()
+        .zip(idle.into_iter().zip(loaded))
+        .filter_map(|(build, (idle, loaded))| {
+            Some(Measured {
+                build,
+                idle: idle?,
+                loaded: loaded?,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(section(&measured, n, rate, machine, date))
 }
 
-fn section(measured: &[Measured<'_>], n: usize, machine: &Machine, date: &str) -> String {
+fn section(
+    measured: &[Measured<'_>],
+    n: usize,
+    rate: u64,
+    machine: &Machine,
+    date: &str,
+) -> String {
     let meets = |ok: bool| if ok { "meets" } else { "misses" };
     let mut s = String::new();
     let _ = writeln!(s, "{BEGIN}");
@@ -239,8 +293,8 @@ fn section(measured: &[Measured<'_>], n: usize, machine: &Machine, date: &str) -
              linked against glibc, and a statically linked one (glibc static-pie). A restart is \
              mostly the new binary's start-up, and static linking removes the dynamic loader's \
              part of it (mapping and relocating three shared libraries) from every start, cold \
-             or by restart. Go programs, like those of the Go libraries named in the targets, are \
-             statically linked by default.\n"
+             or by restart. (Go programs built with `CGO_ENABLED=0`, as Go servers often are, \
+             are statically linked as well.)\n"
         );
     }
     let _ = writeln!(
@@ -311,25 +365,28 @@ fn section(measured: &[Measured<'_>], n: usize, machine: &Machine, date: &str) -
         );
     }
     let _ = writeln!(s);
-    let rates = measured
-        .iter()
-        .map(|m| {
-            format!(
-                "{} req/s for the {}",
-                m.rate.map_or_else(|| "-".to_owned(), |r| r.to_string()),
-                m.build.label
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
     let _ = writeln!(
         s,
-        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rates} (half of what an \
-         unthrottled burst did), `--latency-correction`; one restart every {} s. Idle: one \
-         restart after the other, each once the old pid has exited.",
+        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rate} req/s for every build (half \
+         of what an unthrottled burst did against the {}), `--latency-correction`; one restart \
+         every {} s. Idle: one restart after the other, each once the old pid has exited.",
         load::OHA_VERSION,
+        measured.first().map_or("first build", |m| m.build.label),
         INTERVAL.as_secs()
     );
+    if measured.len() > 1 {
+        let _ = writeln!(
+            s,
+            "- Each series ran in two halves, the builds in the order {}, so that the \
+             machine's drift during the run weighs on each alike.",
+            measured
+                .iter()
+                .chain(measured.iter().rev())
+                .map(|m| m.build.tag)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "- The old pid exits once it has drained: under load its keep-alive connections close at \
@@ -389,16 +446,14 @@ mod tests {
                 build: &builds[0],
                 idle: series(&[3.2, 3.4, 3.3], &[2.6, 2.6, 2.6]),
                 loaded: series(&[6.0, 16.0, 6.5], &[5.0, 5.0, 5.0]),
-                rate: Some(40_000),
             },
             Measured {
                 build: &builds[1],
                 idle: series(&[2.8, 2.9, 3.0], &[2.0, 2.0, 2.0]),
                 loaded: series(&[4.5, 5.0, 14.0], &[4.0, 4.0, 4.0]),
-                rate: Some(41_000),
             },
         ];
-        let s = section(&measured, 3, &machine, "2026-01-01");
+        let s = section(&measured, 3, 40_000, &machine, "2026-01-01");
         assert!(s.starts_with(BEGIN) && s.trim_end().ends_with(END), "{s}");
         assert!(
             s.contains(
@@ -421,7 +476,14 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("40000 req/s for the default build, 41000 req/s for the static build"),
+            s.contains(
+                "40000 req/s for every build (half of what an unthrottled burst did against \
+                 the default build)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("in the order dynamic, static, static, dynamic"),
             "{s}"
         );
     }

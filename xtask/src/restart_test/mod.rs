@@ -376,21 +376,24 @@ pub(crate) fn build_release(root: &Path, bin: &str) -> Result<PathBuf> {
 }
 
 /// Builds `bin` as [`build_release`] does, but linked statically (glibc's static-pie:
-/// `RUSTFLAGS="-C target-feature=+crt-static"`, which needs an explicit `--target`, here the
-/// host's, so that build scripts and proc-macros stay dynamic). `Ok(None)` on a host that is not
-/// `*-linux-gnu`.
+/// `-C target-feature=+crt-static` added to `RUSTFLAGS`, which needs an explicit `--target`,
+/// here cargo's host, so that build scripts and proc-macros stay dynamic). `Ok(None)` on a host
+/// that is not `*-linux-gnu`.
 pub(crate) fn build_release_static(root: &Path, bin: &str) -> Result<Option<PathBuf>> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(&rustc)
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
         .arg("-vV")
         .output()
-        .with_context(|| format!("running {} -vV", rustc.to_string_lossy()))?;
+        .with_context(|| format!("running {} -vV", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        bail!("{} -vV failed ({})", cargo.to_string_lossy(), out.status);
+    }
     let info = String::from_utf8_lossy(&out.stdout);
     let host = info
         .lines()
         .find_map(|l| l.strip_prefix("host: "))
         .map(str::trim)
-        .with_context(|| format!("{} -vV named no host", rustc.to_string_lossy()))?;
+        .with_context(|| format!("{} -vV named no host", cargo.to_string_lossy()))?;
     if !host.ends_with("-linux-gnu") {
         return Ok(None);
     }
@@ -412,8 +415,13 @@ fn build(root: &Path, bin: &str, static_target: Option<&str>) -> Result<PathBuf>
     ]);
     let how = match static_target {
         Some(target) => {
-            cmd.args(["--target", target])
-                .env("RUSTFLAGS", "-C target-feature=+crt-static");
+            // Added to the flags the default build gets, if any, so that linking is the only
+            // difference.
+            let flags = match std::env::var("RUSTFLAGS") {
+                Ok(f) if !f.trim().is_empty() => format!("{f} -C target-feature=+crt-static"),
+                _ => "-C target-feature=+crt-static".to_owned(),
+            };
+            cmd.args(["--target", target]).env("RUSTFLAGS", flags);
             format!(
                 "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --locked \
                  -p grace-examples --bin {bin} --target {target}"
