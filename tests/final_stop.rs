@@ -120,9 +120,6 @@ fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_ser
     ping_pong(&mut queued, &mut accepted);
 }
 
-/// Runs `netchild` with `args` (through `wrapper` when given), this process being a subreaper
-/// so that a successor becomes its child; returns every line of stdout, read to its end (the
-/// successor shares it), once both have exited.
 #[test]
 fn a_final_stop_during_an_upgrade_seals_nothing() {
     // The new process holds the sockets and may still commit and serve on them.
@@ -149,6 +146,9 @@ fn a_final_stop_during_an_upgrade_seals_nothing() {
     drop(child);
 }
 
+/// Runs `netchild` with `args` (through `wrapper` when given), this process being a subreaper
+/// so that a successor becomes its child; returns every line of stdout, read to its end (the
+/// successor shares it), once both have exited.
 fn run_probe(wrapper: &[&str], args: &[&str]) -> Vec<String> {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let (program, rest) = match wrapper.split_first() {
