@@ -684,10 +684,7 @@ impl Net {
         if st.closed || matches!(*phase, Phase::Done(_)) {
             return Ok(());
         }
-        let replaced = prepared.commit()?;
-        drop((phase, st));
-        drop(replaced);
-        Ok(())
+        prepared.commit().map(drop)
     }
 
     /// Starts the new process with every listening socket, and returns without waiting for it.

@@ -2,7 +2,7 @@
 //! in the workspace that turns raw descriptor numbers into owned ones.
 
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -51,7 +51,6 @@ pub(crate) fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
 /// `SYNC_FILE_RANGE_WRITE`). Only to make a later operation cheaper: a failure changes nothing
 /// and is ignored.
 pub(crate) fn start_writeback(file: &impl AsFd) {
-    use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range reads nothing from memory; on a descriptor it cannot act on it
     // fails with an error, which is ignored.
     let _ = unsafe {
