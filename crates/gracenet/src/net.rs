@@ -943,7 +943,7 @@ struct Upgrade {
     cancel: AtomicBool,
     /// The pid file the committed upgrade replaced, freed with the `Net` (see
     /// [`pidfile::Prepared`]).
-    replaced_pid_file: Mutex<Option<pidfile::Replaced>>,
+    replaced_pid_file: Mutex<Option<fs::File>>,
 }
 
 impl Upgrade {
@@ -1047,7 +1047,7 @@ impl Child {
         if let Some(pending) = self.pid_file.take() {
             match pending.prepared {
                 Ok(prepared) => {
-                    if let Ok(replaced) = prepared.commit() {
+                    if let Ok(Some(replaced)) = prepared.commit() {
                         // Freeing the replaced file takes longer than the rename; the caller
                         // is about to stop accepting, so not now.
                         *self

@@ -33,13 +33,6 @@ pub(crate) struct Prepared {
     replaced: Option<fs::File>,
 }
 
-/// The pid file a commit replaced, kept open so that freeing it happens off the commit's path:
-/// on drop.
-#[derive(Debug)]
-pub(crate) struct Replaced {
-    _file: Option<fs::File>,
-}
-
 impl Prepared {
     /// For a rename right after.
     pub(crate) fn new(path: &Path, pid: u32) -> Result<Prepared, Error> {
@@ -85,12 +78,10 @@ impl Prepared {
         Ok(prepared)
     }
 
-    /// Renames the file into place. The replaced file is returned, to be dropped once time
-    /// matters less.
-    pub(crate) fn commit(mut self) -> Result<Replaced, Error> {
-        let replaced = Replaced {
-            _file: self.replaced.take(),
-        };
+    /// Renames the file into place. The file it replaced, if held (prepared ahead), is
+    /// returned still open: its inode is freed when that is dropped, once time matters less.
+    pub(crate) fn commit(mut self) -> Result<Option<fs::File>, Error> {
+        let replaced = self.replaced.take();
         let Some(tmp) = self.tmp.take() else {
             return Ok(replaced);
         };
@@ -177,12 +168,12 @@ mod tests {
         let prepared = Prepared::ahead(&path, 43).unwrap();
         let replaced = prepared.commit().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "43\n");
-        let held = replaced._file.as_ref().unwrap().metadata().unwrap();
+        let held = replaced.as_ref().unwrap().metadata().unwrap();
         assert_eq!((held.ino(), held.nlink()), (old_inode, 0));
         drop(replaced);
         // One prepared for a rename at once holds nothing.
         let replaced = Prepared::new(&path, 42).unwrap().commit().unwrap();
-        assert!(replaced._file.is_none());
+        assert!(replaced.is_none());
         assert_eq!(fs::read_to_string(&path).unwrap(), "42\n");
         remove(&path, 41).unwrap();
         assert!(path.exists(), "another process's pid file was removed");
