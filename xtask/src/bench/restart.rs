@@ -37,6 +37,7 @@ const PROBE_PAUSE: Duration = Duration::from_micros(100);
 /// Time between restarts under load.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+#[derive(Default)]
 struct Series {
     to_new: Vec<f64>,
     to_exit: Vec<f64>,
@@ -230,8 +231,8 @@ pub(crate) fn run(
     let halves = [n.div_ceil(2), n / 2];
     let mut order: Vec<(usize, usize)> = (0..builds.len()).map(|b| (b, 0)).collect();
     order.extend((0..builds.len()).rev().map(|b| (b, 1)));
-    let mut idle: Vec<Option<Series>> = builds.iter().map(|_| None).collect();
-    let mut loaded: Vec<Option<Series>> = builds.iter().map(|_| None).collect();
+    let mut idle: Vec<Series> = builds.iter().map(|_| Series::default()).collect();
+    let mut loaded: Vec<Series> = builds.iter().map(|_| Series::default()).collect();
     for (series, load) in [(&mut idle, None), (&mut loaded, Some(rate))] {
         for &(b, part) in &order {
             let count = halves[part];
@@ -247,22 +248,16 @@ pub(crate) fn run(
                     "idle"
                 }
             );
-            let s = restarts(ctx, &builds[b], count, load, part)?;
-            match &mut series[b] {
-                Some(all) => all.append(s),
-                slot => *slot = Some(s),
-            }
+            series[b].append(restarts(ctx, &builds[b], count, load, part)?);
         }
     }
     let measured = builds
         .iter()
         .zip(idle.into_iter().zip(loaded))
-        .filter_map(|(build, (idle, loaded))| {
-            Some(Measured {
-                build,
-                idle: idle?,
-                loaded: loaded?,
-            })
+        .map(|(build, (idle, loaded))| Measured {
+            build,
+            idle,
+            loaded,
         })
         .collect::<Vec<_>>();
     Ok(section(&measured, n, rate, machine, date))
