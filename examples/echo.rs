@@ -89,16 +89,14 @@ enum Accepting {
 
 /// One line on stderr, with the pid: several generations may share the same log.
 ///
-/// `eprintln!` would panic if stderr were a closed pipe; a lost log line must not stop a server.
+/// The line is written with one `write(2)`, so that the lines of two generations writing at
+/// once do not interleave (a pipe keeps writes up to `PIPE_BUF` whole), and `eprintln!` would
+/// panic if stderr were a closed pipe: a lost log line must not stop a server.
 macro_rules! log {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "echo[{}]: {}",
-            std::process::id(),
-            format_args!($($arg)*)
-        );
+        let line = format!("echo[{}]: {}\n", std::process::id(), format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }};
 }
 
@@ -458,6 +456,7 @@ fn open_listeners(net: &Net, config: &Config) -> Result<Vec<Acceptor>, String> {
         let listener = net
             .listen(endpoint, None)
             .map_err(|e| e.to_string())?
+            .0
             .into_unix()
             .ok_or_else(|| format!("{endpoint}: gracenet returned another kind of socket"))?;
         let listener = UnixListener::from_std(listener).map_err(|e| format!("{endpoint}: {e}"))?;

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use grace_tests::{Reaper, TempDir, child_report, exchange, report_inodes, which};
+use grace_tests::{Reaper, TempDir, child_report, exchange, report_inodes, socket_inode, which};
 use gracenet::{Endpoint, Net};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
@@ -40,6 +40,7 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
     let tcp = net
         .listen(&"tcp://127.0.0.1:0".parse().unwrap(), Some("web"))
         .unwrap()
+        .0
         .into_tcp()
         .unwrap();
     let unix = net.listen_unix(&sock).unwrap();
@@ -47,9 +48,9 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
     let tcp_addr = tcp.local_addr().unwrap();
     let udp_addr = udp.local_addr().unwrap();
     let parent_inodes = vec![
-        gracenet::socket_inode(&tcp).unwrap(),
-        gracenet::socket_inode(&unix).unwrap(),
-        gracenet::socket_inode(&udp).unwrap(),
+        socket_inode(&tcp).unwrap(),
+        socket_inode(&unix).unwrap(),
+        socket_inode(&udp).unwrap(),
     ];
 
     // Connections that wait in the backlog while the parent never accepts.
@@ -148,13 +149,10 @@ fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
         .build()
         .unwrap();
     let endpoint: Endpoint = spec.parse().unwrap();
-    let a = net.listen(&endpoint, None).unwrap().into_tcp().unwrap();
-    let b = net.listen(&endpoint, None).unwrap().into_tcp().unwrap();
+    let a = net.listen(&endpoint, None).unwrap().0.into_tcp().unwrap();
+    let b = net.listen(&endpoint, None).unwrap().0.into_tcp().unwrap();
     assert_ne!(a.local_addr().unwrap(), b.local_addr().unwrap());
-    let inodes = vec![
-        gracenet::socket_inode(&a).unwrap(),
-        gracenet::socket_inode(&b).unwrap(),
-    ];
+    let inodes = vec![socket_inode(&a).unwrap(), socket_inode(&b).unwrap()];
 
     let pid = net.upgrade().unwrap();
     let _reaper = Reaper(pid);
@@ -242,6 +240,7 @@ fn a_child_not_written_with_the_library_takes_over() {
     let listener = net
         .listen(&"tcp://127.0.0.1:0".parse().unwrap(), Some("web"))
         .unwrap()
+        .0
         .into_tcp()
         .unwrap();
     let addr = listener.local_addr().unwrap();

@@ -190,11 +190,11 @@ fn run() -> anyhow::Result<()> {
     );
     let mut listeners = Vec::new();
     for (name, endpoint) in &args.listen {
-        let l = net.listen(endpoint, name.as_deref())?;
+        let (l, _) = net.listen(endpoint, name.as_deref())?;
         let (inode, (cloexec, nonblock)) = match &l {
-            Listener::Tcp(l) => (gracenet::socket_inode(l)?, flags(l)?),
-            Listener::Unix(l) => (gracenet::socket_inode(l)?, flags(l)?),
-            Listener::Udp(s) => (gracenet::socket_inode(s)?, flags(s)?),
+            Listener::Tcp(l) => (grace_tests::socket_inode(l)?, flags(l)?),
+            Listener::Unix(l) => (grace_tests::socket_inode(l)?, flags(l)?),
+            Listener::Udp(s) => (grace_tests::socket_inode(s)?, flags(s)?),
             _ => bail!("unexpected listener"),
         };
         report.push_str(&format!(

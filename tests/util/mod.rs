@@ -129,3 +129,9 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// The inode of a socket, which names it across processes: two descriptors, here and in a
+/// child, refer to the same socket when their inodes are equal.
+pub fn socket_inode(fd: &impl std::os::fd::AsFd) -> std::io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd.as_fd())?.st_ino)
+}

@@ -258,7 +258,7 @@ impl Grace {
         // anything is announced.
         let mut listeners = Vec::with_capacity(servers.len());
         for s in servers {
-            let listener = match net.listen(&s.endpoint, Some(&s.name)) {
+            let (listener, info) = match net.listen(&s.endpoint, Some(&s.name)) {
                 Ok(l) => l,
                 Err(source) => {
                     return Err(Error::Listen {
@@ -267,11 +267,7 @@ impl Grace {
                     });
                 }
             };
-            let (inherited, bound) = net
-                .listeners()
-                .last()
-                .map_or((false, false), |l| (l.inherited, l.bound));
-            listeners.push((s, listener, inherited, bound));
+            listeners.push((s, listener, info.inherited, info.bound));
         }
 
         // The accept loops are made here but started only once this process is ready: a

@@ -72,8 +72,53 @@ pub(crate) fn parse(
     fd_limit: u64,
     is_open: impl Fn(RawFd) -> bool,
 ) -> Result<Handed, Error> {
-    let read = |name: &'static str| -> Result<Option<String>, Error> {
-        match var(name) {
+    let vars = Vars(var);
+    let Some(listen_pid) = vars.get(LISTEN_PID)? else {
+        return Ok(Handed::default());
+    };
+    let listen_pid = parse_number(&listen_pid)
+        .filter(|&p| p > 0 && p <= u64::from(u32::MAX))
+        .ok_or_else(|| invalid(LISTEN_PID, &listen_pid, "expected a positive process id"))?;
+    if listen_pid != u64::from(pid) {
+        return Ok(Handed {
+            foreign_pid: u32::try_from(listen_pid).ok(),
+            ..Handed::default()
+        });
+    }
+    let count = vars.count(fd_limit)?;
+    let names = vars.names(count)?;
+    check_open(count, names.as_deref(), is_open)?;
+    let names = names.unwrap_or_else(|| vec!["unknown".to_owned(); count]);
+    let ready_fd = vars.ready_fd(count, fd_limit)?;
+    let generation = match vars.get(GENERATION)? {
+        None => 0,
+        Some(value) => parse_number(&value)
+            .ok_or_else(|| invalid(GENERATION, &value, "expected a non-negative decimal number"))?,
+    };
+    // A list of names; an empty one is written as an empty value.
+    let socket_files = vars.get(SOCKET_FILES)?.map_or_else(Vec::new, |v| {
+        v.split(':')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    let bound = vars.bound(count, generation)?;
+    Ok(Handed {
+        fds: (FIRST_FD..).zip(names).collect(),
+        ready_fd,
+        generation,
+        socket_files,
+        bound,
+        foreign_pid: None,
+    })
+}
+
+/// The environment, read through a function (the process's own, or a map in tests).
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<OsString>> Vars<F> {
+    fn get(&self, name: &'static str) -> Result<Option<String>, Error> {
+        match (self.0)(name) {
             None => Ok(None),
             Some(v) => v.into_string().map(Some).map_err(|v| Error::InvalidEnv {
                 var: name,
@@ -81,168 +126,180 @@ pub(crate) fn parse(
                 reason: "not valid UTF-8".into(),
             }),
         }
-    };
-    let invalid = |var: &'static str, value: &str, reason: String| Error::InvalidEnv {
-        var,
-        value: value.to_owned(),
-        reason,
-    };
-
-    let Some(listen_pid) = read(LISTEN_PID)? else {
-        return Ok(Handed::default());
-    };
-    let listen_pid = parse_number(&listen_pid)
-        .filter(|&p| p > 0 && p <= u64::from(u32::MAX))
-        .map(|p| p as u32)
-        .ok_or_else(|| {
-            invalid(
-                LISTEN_PID,
-                &listen_pid,
-                "expected a positive process id".into(),
-            )
-        })?;
-    if listen_pid != pid {
-        return Ok(Handed {
-            foreign_pid: Some(listen_pid),
-            ..Handed::default()
-        });
     }
 
-    let count = match read(LISTEN_FDS)? {
-        None => 0,
-        Some(value) => {
-            let n = parse_number(&value).ok_or_else(|| {
-                invalid(
-                    LISTEN_FDS,
-                    &value,
-                    "expected a non-negative decimal number".into(),
-                )
-            })?;
-            let room = fd_limit.saturating_sub(FIRST_FD as u64);
-            if n > room {
-                return Err(invalid(
-                    LISTEN_FDS,
-                    &value,
-                    format!("more descriptors than the open file limit allows ({fd_limit})"),
-                ));
-            }
-            n as usize
+    /// `LISTEN_FDS`: how many descriptors, at most as many as the open file limit leaves room
+    /// for above fd 3.
+    fn count(&self, fd_limit: u64) -> Result<usize, Error> {
+        let Some(value) = self.get(LISTEN_FDS)? else {
+            return Ok(0);
+        };
+        let n = parse_number(&value)
+            .ok_or_else(|| invalid(LISTEN_FDS, &value, "expected a non-negative decimal number"))?;
+        if n > fd_limit.saturating_sub(FIRST_FD as u64) {
+            return Err(invalid(
+                LISTEN_FDS,
+                &value,
+                &format!("more descriptors than the open file limit allows ({fd_limit})"),
+            ));
         }
-    };
-    let fds = (0..count).map(|i| FIRST_FD + i as RawFd);
+        usize::try_from(n).map_err(|_| invalid(LISTEN_FDS, &value, "too large"))
+    }
 
-    let given_names: Option<Vec<String>> = match read(LISTEN_FDNAMES)? {
-        None => None,
-        Some(value) if count == 0 && value.is_empty() => Some(Vec::new()),
-        Some(value) => {
-            let names: Vec<String> = value.split(':').map(str::to_owned).collect();
-            if names.len() != count {
-                return Err(invalid(
-                    LISTEN_FDNAMES,
-                    &value,
-                    format!("{} names for LISTEN_FDS={count}", names.len()),
-                ));
+    /// `LISTEN_FDNAMES`, when set: one name per descriptor.
+    fn names(&self, count: usize) -> Result<Option<Vec<String>>, Error> {
+        match self.get(LISTEN_FDNAMES)? {
+            None => Ok(None),
+            Some(value) if count == 0 && value.is_empty() => Ok(Some(Vec::new())),
+            Some(value) => {
+                let names: Vec<String> = value.split(':').map(str::to_owned).collect();
+                if names.len() != count {
+                    let reason = format!("{} names for LISTEN_FDS={count}", names.len());
+                    return Err(invalid(LISTEN_FDNAMES, &value, &reason));
+                }
+                Ok(Some(names))
             }
-            Some(names)
         }
-    };
-    // Every descriptor must be open. Checked before anything is allocated per descriptor: the
-    // count is bounded only by the descriptor limit, which can be huge, while a bogus count
-    // fails at the first descriptor that is not open.
-    for (i, fd) in fds.clone().enumerate() {
+    }
+
+    /// `GRACENET_READY_FD`: a descriptor after the sockets, below the limit.
+    fn ready_fd(&self, count: usize, fd_limit: u64) -> Result<Option<RawFd>, Error> {
+        let Some(value) = self.get(READY_FD)? else {
+            return Ok(None);
+        };
+        parse_number(&value)
+            .filter(|&fd| fd >= FIRST_FD as u64 + count as u64 && fd < fd_limit)
+            .and_then(|fd| RawFd::try_from(fd).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                let reason =
+                    format!("expected a descriptor number after the {count} listening sockets");
+                invalid(READY_FD, &value, &reason)
+            })
+    }
+
+    /// `GRACENET_BOUND`: the positions among `count` sockets, when meant for `generation`.
+    fn bound(&self, count: usize, generation: u64) -> Result<Vec<usize>, Error> {
+        let Some(value) = self.get(BOUND)? else {
+            return Ok(Vec::new());
+        };
+        let bad = |reason: &str| invalid(BOUND, &value, reason);
+        let (meant_for, positions) = value
+            .split_once(';')
+            .ok_or_else(|| bad("expected GENERATION;POSITIONS, for example 4;0,2"))?;
+        let meant_for = parse_number(meant_for)
+            .ok_or_else(|| bad("the generation is not a non-negative decimal number"))?;
+        let positions = positions
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                parse_number(p)
+                    .and_then(|p| usize::try_from(p).ok())
+                    .filter(|&p| p < count)
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "position {p:?} is not one of the {count} sockets (0..{count})"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<usize>, Error>>()?;
+        // Left over from an older generation by a binary that does not know the variable: it
+        // says nothing about this process's sockets.
+        Ok(if meant_for == generation {
+            positions
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// Checks that each of `count` descriptors from fd 3 is open. Checked before anything is
+/// allocated per descriptor: the count is bounded only by the descriptor limit, which can be
+/// huge, while a bogus count fails at the first descriptor that is not open.
+fn check_open(
+    count: usize,
+    names: Option<&[String]>,
+    is_open: impl Fn(RawFd) -> bool,
+) -> Result<(), Error> {
+    for (i, fd) in (FIRST_FD..).take(count).enumerate() {
         if !is_open(fd) {
-            let name = given_names
-                .as_ref()
+            let name = names
                 .and_then(|n| n.get(i))
                 .map_or("unknown", String::as_str);
             return Err(invalid(
                 LISTEN_FDS,
                 &count.to_string(),
-                format!("fd {fd} (name {name:?}) is not open"),
+                &format!("fd {fd} (name {name:?}) is not open"),
             ));
         }
     }
-    let names = given_names.unwrap_or_else(|| vec!["unknown".to_owned(); count]);
+    Ok(())
+}
 
-    let ready_fd = match read(READY_FD)? {
-        None => None,
-        Some(value) => {
-            let fd = parse_number(&value)
-                .filter(|&fd| fd >= FIRST_FD as u64 + count as u64 && fd < fd_limit)
-                .ok_or_else(|| {
-                    invalid(
-                        READY_FD,
-                        &value,
-                        format!("expected a descriptor number after the {count} listening sockets"),
-                    )
-                })?;
-            Some(fd as RawFd)
-        }
+fn invalid(var: &'static str, value: &str, reason: &str) -> Error {
+    Error::InvalidEnv {
+        var,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// What a successor is told about one socket it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Passed<'a> {
+    /// The name it is handed over under.
+    pub(crate) name: &'a str,
+    /// Its unix socket file was created by a process of this library.
+    pub(crate) owns_file: bool,
+    /// A process of this library bound it.
+    pub(crate) bound: bool,
+}
+
+/// Where the readiness pipe goes: right after `count` sockets.
+pub(crate) fn ready_fd(count: usize) -> RawFd {
+    FIRST_FD + RawFd::try_from(count).unwrap_or(RawFd::MAX - FIRST_FD)
+}
+
+/// The protocol's variables that hand `sockets` (on fds 3.., in order, with the readiness pipe
+/// after them) to a process of generation `generation`: every one but `LISTEN_PID`, which only
+/// the new process can know, and writes in place (`spawn.rs`).
+pub(crate) fn encode(sockets: &[Passed<'_>], generation: u64) -> Vec<(&'static str, String)> {
+    let join = |keep: fn(&Passed<'_>) -> bool, sep: &str| {
+        sockets
+            .iter()
+            .filter(|p| keep(p))
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(sep)
     };
+    let bound = sockets
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.bound)
+        .map(|(position, _)| position.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        (LISTEN_FDS, sockets.len().to_string()),
+        (LISTEN_FDNAMES, join(|_| true, ":")),
+        (READY_FD, ready_fd(sockets.len()).to_string()),
+        (GENERATION, generation.to_string()),
+        (SOCKET_FILES, join(|p| p.owns_file, ":")),
+        (BOUND, format!("{generation};{bound}")),
+    ]
+}
 
-    let generation = match read(GENERATION)? {
-        None => 0,
-        Some(value) => parse_number(&value).ok_or_else(|| {
-            invalid(
-                GENERATION,
-                &value,
-                "expected a non-negative decimal number".into(),
-            )
-        })?,
-    };
-
-    // Lists of names; an empty one is written as an empty value.
-    let name_list = |value: Option<String>| -> Vec<String> {
-        value.map_or_else(Vec::new, |v| {
-            v.split(':')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-    };
-    let socket_files = name_list(read(SOCKET_FILES)?);
-
-    let bound = match read(BOUND)? {
-        None => Vec::new(),
-        Some(value) => {
-            let bad = |reason: &str| invalid(BOUND, &value, reason.to_owned());
-            let (meant_for, positions) = value
-                .split_once(';')
-                .ok_or_else(|| bad("expected GENERATION;POSITIONS, for example 4;0,2"))?;
-            let meant_for = parse_number(meant_for)
-                .ok_or_else(|| bad("the generation is not a non-negative decimal number"))?;
-            let positions = positions
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    parse_number(p)
-                        .and_then(|p| usize::try_from(p).ok())
-                        .filter(|&p| p < count)
-                        .ok_or_else(|| {
-                            bad(&format!(
-                                "position {p:?} is not one of the {count} sockets (0..{count})"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<usize>, Error>>()?;
-            // Left over from an older generation by a binary that does not know the variable:
-            // it says nothing about this process's sockets.
-            if meant_for == generation {
-                positions
-            } else {
-                Vec::new()
-            }
-        }
-    };
-
-    Ok(Handed {
-        fds: fds.zip(names).collect(),
-        ready_fd,
-        generation,
-        socket_files,
-        bound,
-        foreign_pid: None,
-    })
+/// The complete environment of a successor but `LISTEN_PID`: this process's own, without any
+/// of the protocol's variables it was started with, and [`encode`]'s.
+pub(crate) fn for_successor(sockets: &[Passed<'_>], generation: u64) -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| !ALL.iter().any(|v| k == v))
+        .chain(
+            encode(sockets, generation)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into())),
+        )
+        .collect()
 }
 
 /// A plain decimal number: digits only (no sign, no spaces), as systemd writes them.
@@ -271,6 +328,45 @@ mod tests {
             Err(Error::InvalidEnv { var, .. }) => var,
             other => panic!("expected InvalidEnv, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn what_a_parent_encodes_its_successor_parses() {
+        let sockets = [
+            Passed {
+                name: "web",
+                owns_file: false,
+                bound: true,
+            },
+            Passed {
+                name: "sock",
+                owns_file: true,
+                bound: true,
+            },
+            Passed {
+                name: "systemd",
+                owns_file: false,
+                bound: false,
+            },
+        ];
+        let mut vars: Vec<(&str, String)> = encode(&sockets, 4);
+        vars.push((LISTEN_PID, "100".to_owned()));
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let h = run(&vars).unwrap();
+        assert_eq!(
+            h.fds,
+            [
+                (3, "web".to_owned()),
+                (4, "sock".to_owned()),
+                (5, "systemd".to_owned())
+            ]
+        );
+        assert_eq!(h.ready_fd, Some(6));
+        assert_eq!(h.generation, 4);
+        assert_eq!(h.socket_files, ["sock"]);
+        assert_eq!(h.bound, [0, 1]);
+        // Nothing but the protocol's own variables.
+        assert!(vars.iter().all(|(k, _)| ALL.contains(k)));
     }
 
     #[test]

@@ -47,21 +47,38 @@
 //! no other program holds them: the last process seals those on a final stop (see
 //! [`Net::close`]).
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bind;
+mod builder;
 mod endpoint;
 mod env;
 mod error;
 mod exe;
+mod final_stop;
+mod inherit;
+mod listen;
 mod net;
 pub mod notify;
 mod pidfile;
+mod ready;
+// The only modules with unsafe code (ARCHITECTURE.md): system calls on raw descriptors, and
+// starting the new process.
+#[allow(unsafe_code)]
 mod spawn;
+#[allow(unsafe_code)]
 mod sys;
+mod upgrade;
 
+pub use builder::{Builder, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT};
 pub use endpoint::{Endpoint, Kind, ParseEndpointError};
 pub use env::{BOUND, GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD, SOCKET_FILES};
 pub use error::Error;
-pub use net::{
-    Builder, Child, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT, Listener, Net, SocketInfo,
-    scrub_command,
+pub use final_stop::{
+    LINGER_MAX, LINGER_QUIET, Linger, Queue, Queued, is_connection_error, take_queued,
 };
-pub use sys::socket_inode;
+pub use inherit::scrub_command;
+pub use listen::{Listener, SocketInfo};
+pub use net::Net;
+pub use upgrade::Child;

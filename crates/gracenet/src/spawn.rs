@@ -47,8 +47,7 @@ pub(crate) struct Spec<'a> {
     pub(crate) path: &'a Path,
     pub(crate) args: &'a [OsString],
     pub(crate) cwd: &'a Path,
-    /// The complete environment except `LISTEN_PID` and `GRACENET_READY_FD`, which only the
-    /// spawn knows.
+    /// The complete environment except `LISTEN_PID`, which only the new process knows.
     pub(crate) env: Vec<(OsString, OsString)>,
 }
 
@@ -64,53 +63,78 @@ pub(crate) struct Spawned {
     settled: bool,
 }
 
+/// The strings of `execve`, NUL-terminated, made before the child starts (the child of a
+/// multithreaded process must not allocate).
+struct CStrings {
+    path: CString,
+    cwd: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl CStrings {
+    fn new(spec: &Spec<'_>) -> io::Result<CStrings> {
+        let cstring = |bytes: &[u8]| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "argument or variable holds a NUL byte",
+                )
+            })
+        };
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
+                entry.extend_from_slice(k.as_bytes());
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                cstring(&entry)
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(CStrings {
+            path: cstring(spec.path.as_os_str().as_bytes())?,
+            cwd: cstring(spec.cwd.as_os_str().as_bytes())?,
+            argv: spec
+                .args
+                .iter()
+                .map(|a| cstring(a.as_bytes()))
+                .collect::<io::Result<_>>()?,
+            env,
+        })
+    }
+}
+
+/// A null-terminated array of pointers to `strings`, then `extra`.
+fn pointers(strings: &[CString], extra: Option<*const libc::c_char>) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(extra)
+        .chain(iter::once(std::ptr::null()))
+        .collect()
+}
+
 /// Starts `spec.path` with `fds` on descriptors 3.. and the readiness pipe after them.
 ///
 /// Returns once the child has successfully called `execve`, or the error it got.
-pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, Error> {
+pub(crate) fn spawn(spec: Spec<'_>, fds: &[OwnedFd]) -> Result<Spawned, Error> {
     let spawn_err = |source: io::Error| Error::Spawn {
         path: spec.path.to_owned(),
         source,
     };
-    let cstring = |bytes: &[u8]| {
-        CString::new(bytes).map_err(|_| {
-            spawn_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "argument or variable holds a NUL byte",
-            ))
-        })
-    };
-
-    let ready_target = FIRST_FD + fds.len() as RawFd;
-    let path = cstring(spec.path.as_os_str().as_bytes())?;
-    let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
-    let argv = spec
-        .args
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut env = Vec::with_capacity(spec.env.len() + 2);
-    for (k, v) in &spec.env {
-        let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
-        entry.extend_from_slice(k.as_bytes());
-        entry.push(b'=');
-        entry.extend_from_slice(v.as_bytes());
-        env.push(cstring(&entry)?);
-    }
-    env.push(cstring(
-        format!("{}={ready_target}", crate::env::READY_FD).as_bytes(),
-    )?);
-
+    let strings = CStrings::new(&spec).map_err(spawn_err)?;
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
     let (err_r, err_w_low) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
 
-    // Copies of every descriptor the child moves onto 3..=ready_target, all numbered above
-    // that range, so that no move overwrites a descriptor still to be moved or the error pipe.
-    // They are close-on-exec: the new process keeps only the moved copies.
-    let floor = ready_target + 1;
+    // Copies of every descriptor the child moves onto 3..=ready_fd, all numbered above that
+    // range, so that no move overwrites a descriptor still to be moved or the error pipe. They
+    // are close-on-exec: the new process keeps only the moved copies.
+    let floor = crate::env::ready_fd(fds.len()) + 1;
     let sources = fds
         .iter()
-        .map(|fd| fd.as_fd())
+        .map(AsFd::as_fd)
         .chain(iter::once(ready_w.as_fd()))
         .map(|fd| dup_above(fd, floor))
         .collect::<Result<Vec<_>, _>>()
@@ -120,35 +144,23 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, E
     let source_fds: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
 
     // The `LISTEN_PID=` entry is written by the child once it exists, in place, into room
-    // reserved here: the child of a multithreaded process must not allocate.
+    // reserved here.
     let mut pid_entry = Vec::with_capacity(LISTEN_PID_PREFIX.len() + PID_ROOM);
     pid_entry.extend_from_slice(LISTEN_PID_PREFIX);
     pid_entry.resize(LISTEN_PID_PREFIX.len() + PID_ROOM, 0);
     let pid_entry_ptr: *mut u8 = pid_entry.as_mut_ptr();
-
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(iter::once(pid_entry_ptr.cast_const().cast()))
-        .chain(iter::once(std::ptr::null()))
-        .collect();
-
+    let argv = pointers(&strings.argv, None);
+    let envp = pointers(&strings.env, Some(pid_entry_ptr.cast_const().cast()));
     let exec = Exec {
         sources: &source_fds,
-        path: path.as_ptr(),
-        cwd: cwd.as_ptr(),
-        argv: argv_ptrs.as_ptr(),
-        envp: envp_ptrs.as_ptr(),
+        path: strings.path.as_ptr(),
+        cwd: strings.cwd.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
         pid_digits: pid_entry_ptr.wrapping_add(LISTEN_PID_PREFIX.len()),
         err_fd: err_w.as_raw_fd(),
         max_signal: libc::SIGRTMAX(),
     };
-
     let pid = start_child(&exec).map_err(spawn_err)?;
 
     // The parent's copies: closing them is what lets the error pipe reach EOF on a
@@ -156,40 +168,54 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[BorrowedFd<'_>]) -> Result<Spawned, E
     drop(sources);
     drop(ready_w);
     drop(err_w);
-
-    let mut errno = [0u8; 4];
-    let mut got = 0;
-    while got < errno.len() {
-        match read(&err_r, &mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                kill_and_reap(pid);
-                return Err(spawn_err(e.into()));
-            }
-        }
-    }
-    if got > 0 {
-        // The child failed before or in execve and exits with 127: reap it.
-        reap(pid);
-        let source = if got == errno.len() {
-            io::Error::from_raw_os_error(i32::from_ne_bytes(errno))
-        } else {
-            io::Error::other("the new process failed before execve")
-        };
-        return Err(Error::Exec {
+    exec_result(&err_r, pid).map_err(|e| match e {
+        ExecFailure::Read(source) => spawn_err(source),
+        ExecFailure::Exec(source) => Error::Exec {
             path: spec.path.to_owned(),
             source,
-        });
-    }
-
+        },
+    })?;
     Ok(Spawned {
         pid,
         ready: ready_r,
         pidfd: pidfd_open(pid),
         settled: false,
     })
+}
+
+enum ExecFailure {
+    /// The error pipe could not be read; the child was killed.
+    Read(io::Error),
+    /// The child failed before or in `execve`, with this error; it was reaped.
+    Exec(io::Error),
+}
+
+/// Reads the error pipe until EOF (a successful `execve` closed the child's end) or the
+/// `errno` the child wrote before it exited.
+fn exec_result(err_r: &OwnedFd, pid: Pid) -> Result<(), ExecFailure> {
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match read(err_r, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                kill_and_reap(pid);
+                return Err(ExecFailure::Read(e.into()));
+            }
+        }
+    }
+    if got == 0 {
+        return Ok(());
+    }
+    // The child failed before or in execve and exits with 127: reap it.
+    reap(pid);
+    Err(ExecFailure::Exec(if got == errno.len() {
+        io::Error::from_raw_os_error(i32::from_ne_bytes(errno))
+    } else {
+        io::Error::other("the new process failed before execve")
+    }))
 }
 
 impl Spawned {
@@ -590,4 +616,13 @@ unsafe fn fail(err_fd: RawFd) -> ! {
     unsafe { libc::write(err_fd, errno.as_ptr().cast(), errno.len()) };
     // SAFETY: _exit ends the process at once.
     unsafe { libc::_exit(127) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pid_entry_is_the_protocols_variable() {
+        let expected = format!("{}=", crate::env::LISTEN_PID);
+        assert_eq!(super::LISTEN_PID_PREFIX, expected.as_bytes());
+    }
 }

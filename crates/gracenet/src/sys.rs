@@ -1,14 +1,18 @@
-//! The descriptor-level operations on inherited fds. Together with `spawn.rs`, the only place
-//! in the workspace that turns raw descriptor numbers into owned ones.
+//! The descriptor-level operations: checking and adopting inherited fds, a socket's kind and
+//! address, sealing, and the process environment. Together with `spawn.rs`, the only place in
+//! the workspace with unsafe code, and the only one that turns raw descriptor numbers into
+//! owned ones.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::{SFlag, fstat};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::env::Handed;
 use crate::{Endpoint, Kind};
 
 /// The descriptor limit of this process (`RLIMIT_NOFILE`, soft), which bounds any descriptor
@@ -28,16 +32,55 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// Takes ownership of an inherited descriptor.
+/// Whether the inherited descriptors were adopted: they are owned by one `Net` per process.
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the descriptors the environment hands to this process (the sockets, then
+/// the readiness pipe), the first time it is called in this process; `None` after that, when
+/// another `Net` owns them already.
 ///
-/// # Safety
+/// `handed` comes from `env::parse`, which checked that each descriptor is open.
+pub(crate) fn adopt_inherited(handed: &Handed) -> Option<(Vec<OwnedFd>, Option<OwnedFd>)> {
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let sockets = handed
+        .fds
+        .iter()
+        // SAFETY: open (checked by `env::parse`); sd_listen_fds(3) hands the descriptors the
+        // environment names to this process to own, and the ADOPTED flag makes this the only
+        // place that ever takes them.
+        .map(|(fd, _)| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect();
+    // SAFETY: as above, for the readiness pipe named by GRACENET_READY_FD (checked open by the
+    // caller).
+    let ready = handed
+        .ready_fd
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    Some((sockets, ready))
+}
+
+/// Removes `vars` from this process's environment, so that subprocesses the application starts
+/// never see them, when the process has a single thread.
 ///
-/// `fd` must be open, and nothing else in this process may own or close it: by
-/// sd_listen_fds(3) the descriptors named by `LISTEN_FDS` are handed to this process to own,
-/// and `Net` adopts them at most once per process.
-pub(crate) unsafe fn adopt(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees `fd` is open and unowned.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Changing the environment is only sound while no other thread can read it, so with more
+/// than one thread the variables stay; they are harmless to well-behaved programs
+/// (`LISTEN_PID` never equals a subprocess's pid), and `scrub_command` removes them per
+/// command.
+pub(crate) fn remove_env_vars(vars: &[&str]) {
+    let single_threaded = std::fs::read_dir("/proc/self/task")
+        .map(Iterator::count)
+        .is_ok_and(|n| n == 1);
+    if !single_threaded {
+        return;
+    }
+    for var in vars {
+        if std::env::var_os(var).is_some() {
+            // SAFETY: this process has exactly one thread (checked above, and only this thread
+            // could start another), so nothing can read the environment concurrently.
+            unsafe { std::env::remove_var(var) };
+        }
+    }
 }
 
 /// Marks an adopted descriptor close-on-exec, so that subprocesses never inherit it by
@@ -113,11 +156,6 @@ pub(crate) fn inspect(sock: &Socket) -> io::Result<(Kind, Option<Endpoint>)> {
         Kind::Other => None,
     };
     Ok((kind, endpoint))
-}
-
-/// The inode of a socket, which names it across processes (tests compare it).
-pub fn socket_inode(fd: &impl AsFd) -> io::Result<u64> {
-    Ok(fstat(fd.as_fd())?.st_ino)
 }
 
 /// The classic BPF program that [`seal`] attaches to a TCP listener. A socket filter on a TCP

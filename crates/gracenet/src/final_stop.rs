@@ -1,0 +1,304 @@
+//! The final stop: closing the listening sockets without resetting a queued connection.
+//!
+//! Closing the last copy of a listening socket resets every connection still waiting in its
+//! queue, and under load there always are some. So a final stop goes in three steps:
+//!
+//! 1. [`Net::close`] *seals* each socket only this line of processes holds, so that no new
+//!    connection is queued, and closes gracenet's copies.
+//! 2. The application goes on accepting on a sealed TCP socket for a moment ([`Linger`]): the
+//!    handshakes already under way complete into the queue.
+//! 3. It takes what is left in the queue without waiting ([`take_queued`]), serves it like any
+//!    other connection, and drops its listener, the last copy: the port closes empty.
+//!
+//! The waiting of step 2 is the application's, in its own runtime; [`Linger`] only says until
+//! when.
+
+use std::fs;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::ops::Add;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::listen::Active;
+use crate::upgrade::Phase;
+use crate::{Endpoint, Error, Kind, Net, SocketInfo, pidfile, sys};
+
+/// After [`Net::close`] sealed a TCP socket, accepting goes on until no connection has come
+/// for this long: the seal drops new SYNs but lets handshakes already under way complete,
+/// within a round trip, or, when the queue was full and the kernel dropped the client's last
+/// ACK, when the client retransmits it (200 ms at the least).
+pub const LINGER_QUIET: Duration = Duration::from_millis(250);
+
+/// The linger after [`Net::close`] ends after this long in any case.
+pub const LINGER_MAX: Duration = Duration::from_secs(1);
+
+/// At most this many connections are taken from one queue: more than any backlog holds
+/// (`somaxconn` is 4096 by default), and a bound should the socket not be sealed (one systemd
+/// handed in) and new connections keep coming.
+const MAX_QUEUED: usize = 65_536;
+
+impl Net {
+    /// For a final stop (not a handover): seals the listening sockets that only this line of
+    /// processes holds, closes this `Net`'s copies of every socket, removes the socket files of
+    /// its unix listeners that this library created (a file systemd or another program created
+    /// is left to them), and the pid file if it still names this process.
+    ///
+    /// A sealed socket takes no new connection: a TCP client's SYN goes unanswered (it retries
+    /// a second later and is refused then, once the socket has closed), a unix client is
+    /// refused at once. Connections already queued, and for TCP those whose handshake is under
+    /// way, can still be accepted from the application's copy. So after `close`, the
+    /// application accepts for a moment more on a TCP socket ([`Linger`]), takes what is left
+    /// ([`take_queued`]), serves it, and only then drops its listener, which closes the port.
+    ///
+    /// A socket that systemd or another program handed in (here or to a predecessor) is not
+    /// sealed, since they may hand it to the next instance; it stays open there, its queue with
+    /// it ([`SocketInfo::bound`] tells which are sealed). Nor is anything sealed while an
+    /// upgrade is in progress (its new process holds the sockets), nor by a new process before
+    /// it has reported [`ready`](Net::ready): its parent still serves on them, and goes on
+    /// serving if this process fails. Upgrades are refused after `close` with
+    /// [`Error::Closed`]. After a handover, never call this: the sockets and files belong to
+    /// the new process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Seal`] when a socket could not be sealed (the first such failure), and
+    /// [`Error::PidFile`] when the pid file cannot be read or removed. Either way, every socket
+    /// is closed and the socket files are removed.
+    pub fn close(&self) -> Result<(), Error> {
+        let (active, sealing) = {
+            let mut st = self.state();
+            st.closed = true;
+            // With `closed` set, no upgrade can start any more; one started before holds the
+            // phase until its new process is gone or has taken over.
+            let idle = st.phase == Phase::Idle;
+            // A process whose parent waits for it has not been committed to before it says
+            // ready: the parent still serves on these sockets, and goes on if this one fails.
+            let committed = !self.has_parent || st.ready_done;
+            (st.pool.take_all(), idle && committed)
+        };
+        let sealed = if sealing { seal(&active) } else { Ok(()) };
+        remove_socket_files(&active, &self.config.cwd);
+        drop(active);
+        let pid_file = match &self.config.pid_file {
+            Some(path) => pidfile::remove(path, std::process::id()),
+            None => Ok(()),
+        };
+        sealed.and(pid_file)
+    }
+}
+
+/// Seals every socket a process of this library bound; returns the first failure.
+fn seal(active: &[Active]) -> Result<(), Error> {
+    let mut sealed = Ok(());
+    for a in active.iter().filter(|a| a.info.bound) {
+        if let Err(source) = sys::seal(&a.socket, a.info.kind) {
+            if sealed.is_ok() {
+                sealed = Err(Error::Seal {
+                    name: a.info.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    sealed
+}
+
+/// Removes the files of the unix sockets a process of this library created.
+fn remove_socket_files(active: &[Active], cwd: &Path) {
+    for a in active.iter().filter(|a| a.owns_file) {
+        if let Some(Endpoint::Unix(path)) = &a.info.endpoint {
+            let path = cwd.join(path);
+            // Only a socket: anything else at that path is not ours to remove.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// How long a final stop goes on accepting on one listener after [`Net::close`], for the TCP
+/// handshakes under way: until [`LINGER_QUIET`] passes without a connection, and at most
+/// [`LINGER_MAX`].
+///
+/// It only computes instants; the waiting is the caller's, with its own clock and runtime:
+/// `I` is [`std::time::Instant`], `tokio::time::Instant`, or any instant type that adds a
+/// [`Duration`].
+///
+/// ```no_run
+/// # fn example(net: &gracenet::Net, info: &gracenet::SocketInfo, listener: std::net::TcpListener) {
+/// use std::time::Instant;
+/// net.close().ok();
+/// if let Some(mut linger) = gracenet::Linger::after_close(info, Instant::now()) {
+///     // With an async runtime: accept with a timeout at `linger.deadline()` instead.
+///     while Instant::now() < linger.deadline() {
+///         if let Ok((conn, _)) = listener.accept() {
+///             linger.accepted(Instant::now());
+///             // serve `conn`
+///             # drop(conn);
+///         }
+///     }
+/// }
+/// for conn in gracenet::take_queued(listener) {
+///     // serve `conn`
+///     # drop(conn);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger<I> {
+    quiet_until: I,
+    end: I,
+}
+
+impl<I> Linger<I>
+where
+    I: Copy + Ord + Add<Duration, Output = I>,
+{
+    /// The linger of a socket described by `info`, starting `now`, right after [`Net::close`].
+    /// `None` when there is nothing to wait for: the socket is not one [`Net::close`] seals, or
+    /// not TCP (a unix connection is queued at once, or refused once sealed).
+    pub fn after_close(info: &SocketInfo, now: I) -> Option<Linger<I>> {
+        (info.bound && info.kind == Kind::Tcp).then(|| Linger {
+            quiet_until: now + LINGER_QUIET,
+            end: now + LINGER_MAX,
+        })
+    }
+
+    /// Until when to go on accepting: [`LINGER_QUIET`] after the start or the last connection,
+    /// never past [`LINGER_MAX`] after the start.
+    pub fn deadline(&self) -> I {
+        self.quiet_until.min(self.end)
+    }
+
+    /// A connection came `now`: wait for quiet again.
+    pub fn accepted(&mut self, now: I) {
+        self.quiet_until = now + LINGER_QUIET;
+    }
+}
+
+/// Whether an accept error belongs to the connection being accepted rather than to the
+/// listener or the process: it went away before it was taken (`ECONNABORTED`), or, as
+/// accept(2) says of Linux, a network error of the new connection was passed through. The
+/// next accept may succeed at once; anything else (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`)
+/// repeats until something changes, and an accept loop must pause rather than spin on it.
+pub fn is_connection_error(e: &io::Error) -> bool {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::Interrupted => return true,
+        _ => {}
+    }
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::EPERM
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::ETIMEDOUT
+        )
+    )
+}
+
+/// A listening socket whose queue [`take_queued`] can take: [`TcpListener`] and
+/// [`UnixListener`].
+pub trait Queue {
+    /// A connection taken from the queue.
+    type Stream;
+
+    /// Accepts one connection; without waiting, as the listener is nonblocking.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the queue is empty, and what accept(2) returns.
+    fn accept_one(&self) -> io::Result<Self::Stream>;
+
+    /// Makes a connection taken from the queue nonblocking.
+    ///
+    /// # Errors
+    ///
+    /// What `fcntl(2)` returns.
+    fn set_nonblocking(stream: &Self::Stream) -> io::Result<()>;
+}
+
+impl Queue for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept_one(&self) -> io::Result<TcpStream> {
+        self.accept().map(|(stream, _)| stream)
+    }
+
+    fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
+        stream.set_nonblocking(true)
+    }
+}
+
+impl Queue for UnixListener {
+    type Stream = UnixStream;
+
+    fn accept_one(&self) -> io::Result<UnixStream> {
+        self.accept().map(|(stream, _)| stream)
+    }
+
+    fn set_nonblocking(stream: &UnixStream) -> io::Result<()> {
+        stream.set_nonblocking(true)
+    }
+}
+
+/// Takes what is left in a listener's queue, without waiting, and then closes the listener:
+/// the last step of a final stop (see [`Net::close`]).
+///
+/// The iterator yields each queued connection, nonblocking (ready for
+/// `tokio::net::TcpStream::from_std` and friends), until the queue is empty. An accept error
+/// that belongs to one connection ([`is_connection_error`]) is skipped, one that does not is
+/// yielded and ends the taking; a connection that cannot be made nonblocking is yielded as an
+/// error (and closed), and the taking goes on. The listener is closed when the queue is found
+/// empty, after an accept error, or when the iterator is dropped.
+///
+/// Use the `std` listener, not the runtime's: a plain nonblocking accept(2) answers
+/// `WouldBlock` exactly when the queue is empty, where a runtime's readiness may lag behind
+/// the kernel's queue (tokio's listeners give theirs back with `into_std`).
+pub fn take_queued<L: Queue>(listener: L) -> Queued<L> {
+    Queued {
+        listener: Some(listener),
+        left: MAX_QUEUED,
+    }
+}
+
+/// The connections left in a listener's queue: see [`take_queued`].
+#[derive(Debug)]
+pub struct Queued<L> {
+    /// `None` once the taking ended: the listener is closed then.
+    listener: Option<L>,
+    left: usize,
+}
+
+impl<L: Queue> Iterator for Queued<L> {
+    type Item = io::Result<L::Stream>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let listener = self.listener.as_ref()?;
+        while self.left > 0 {
+            self.left -= 1;
+            match listener.accept_one() {
+                Ok(stream) => return Some(L::set_nonblocking(&stream).map(|()| stream)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    self.listener = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.listener = None;
+        None
+    }
+}
