@@ -23,222 +23,37 @@
 //! async task) or a connection moved out of reach (into a thread): nothing short of killing the
 //! process closes those, and [`Summary::stuck`](crate::Summary::stuck) reports them honestly.
 //!
-//! # The per-connection state
+//! # Where the state lives
 //!
-//! One `AtomicU8` of flags per connection, shared by the `Tracked`, its [`ConnHandle`]s and the
-//! registry. The I/O path does one load of it per poll. Every transition is a single atomic
-//! read-modify-write, so the counters derived from the flags (idle, finished, forced) are each
-//! adjusted exactly once per transition even when a drain, the connection's own task and a
-//! handle in another task race.
+//! This file holds the part of a connection that owns the socket: [`Tracked`], its guard (the
+//! counting when the connection opens and ends) and [`ConnHandle`]. What the drain reaches of a
+//! connection, its flags, attached task and parked wakers, is in `conn_state.rs`, below the
+//! [`Drain`]; this file sits above it, since a `Tracked` holds a `Drain`.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU8;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
-use crate::drain::{DRAINING, Drain, FORCING};
+use crate::conn_state::{Close, ConnState};
+use crate::drain::Drain;
 use crate::registry::Slot;
+use crate::state::FORCING;
 
-/// The protocol said nothing is in progress: closing now loses no work.
-const IDLE: u8 = 1 << 0;
-/// The drain closed this connection (idle at drain time, or force-closed).
-const CLOSING: u8 = 1 << 1;
-/// The close was a force-close (stop deadline passed).
-const FORCED: u8 = 1 << 2;
-/// The guard was dropped and the connection counted as ended.
-const DONE: u8 = 1 << 3;
-/// A task was attached with [`Tracked::spawn`]; a close aborts it.
-const TASK: u8 = 1 << 4;
-
-const READ: usize = 0;
-const WRITE: usize = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Close {
-    /// Drain started (or the connection went idle during a drain): close it if it is idle.
-    Idle,
-    /// Stop deadline passed: close it whatever it is doing.
-    Force,
-}
-
-/// What the drain can reach of one connection.
-#[derive(Debug)]
-pub(crate) struct ConnShared {
-    flags: AtomicU8,
-    /// The task serving the connection, when started with [`Tracked::spawn`]. Set at most once.
-    task: OnceLock<AbortHandle>,
-    /// Wakers of reads and writes that returned `Pending` outside the attached task (or with no
-    /// attached task), woken on close. Only a poll that is about to sleep anyway touches this
-    /// mutex, and only the drain ever competes for it, once per phase.
-    wakers: Mutex<[Option<Waker>; 2]>,
-}
-
-fn lock_wakers(wakers: &Mutex<[Option<Waker>; 2]>) -> MutexGuard<'_, [Option<Waker>; 2]> {
-    // Nothing inside the critical sections can panic, and `Option<Waker>`s are consistent
-    // whatever happened, so a poisoned lock is used as is.
-    wakers.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl ConnShared {
-    fn new() -> Self {
-        ConnShared {
-            flags: AtomicU8::new(0),
-            task: OnceLock::new(),
-            wakers: Mutex::new([None, None]),
-        }
+impl Drain {
+    /// Tracks a connection accepted by other means. It counts in `accepted` and `active` until
+    /// the returned [`Tracked`] is dropped.
+    ///
+    /// A connection tracked after the force-close started is closed at once.
+    pub fn track<IO>(&self, io: IO) -> Tracked<IO> {
+        Tracked::new(io, self.clone())
     }
-
-    fn flags(&self) -> u8 {
-        self.flags.load(Acquire)
-    }
-
-    /// Closes the connection for `reason`; idempotent, safe from any thread.
-    pub(crate) fn close(&self, reason: Close) {
-        match reason {
-            Close::Force => {
-                let prev = self.flags.fetch_or(CLOSING | FORCED, SeqCst);
-                if prev & (FORCED | DONE) != 0 {
-                    return;
-                }
-            }
-            Close::Idle => {
-                // Only an idle connection is closed, and the check and the close are one step:
-                // a connection that turned busy an instant ago is left alone (its `mark_busy`
-                // won), one that is closing can no longer turn busy (`mark_busy` returns false).
-                let closed = self.flags.fetch_update(SeqCst, SeqCst, |f| {
-                    (f & IDLE != 0 && f & (CLOSING | DONE) == 0).then_some(f | CLOSING)
-                });
-                if closed.is_err() {
-                    return;
-                }
-            }
-        }
-        if let Some(task) = self.task.get() {
-            task.abort();
-        }
-        let parked = std::mem::take(&mut *lock_wakers(&self.wakers));
-        // Woken outside the lock: `wake` may run the woken task's scheduler code.
-        for waker in parked.into_iter().flatten() {
-            waker.wake();
-        }
-    }
-
-    fn attach(&self, task: AbortHandle) {
-        if self.task.set(task).is_err() {
-            // `Tracked::spawn` consumes the `Tracked`, so a second attach cannot happen.
-            return;
-        }
-        // Pairs with `close`, which sets CLOSING and then looks for a task: both are SeqCst
-        // read-modify-writes of `flags`, so either `close` sees the task or we see CLOSING.
-        let prev = self.flags.fetch_or(TASK, SeqCst);
-        if prev & CLOSING != 0 {
-            if let Some(task) = self.task.get() {
-                task.abort();
-            }
-        }
-    }
-
-    /// Whether a poll that returned `Pending` must leave its waker for the drain. Not when it
-    /// runs inside the attached task, which a close aborts anyway; that keeps the common case
-    /// (every connection started with `Tracked::spawn`) free of the waker mutex.
-    fn must_park(&self, flags: u8) -> bool {
-        if flags & TASK == 0 {
-            return true;
-        }
-        match (self.task.get(), tokio::task::try_id()) {
-            (Some(task), Some(current)) => task.id() != current,
-            _ => true,
-        }
-    }
-
-    /// Leaves `waker` for the drain; returns the flags as they are once it is stored, so the
-    /// caller can notice a close that happened meanwhile (the close took the wakers before ours
-    /// was stored and will not wake it).
-    fn park(&self, direction: usize, waker: &Waker) -> u8 {
-        {
-            let mut wakers = lock_wakers(&self.wakers);
-            match &mut wakers[direction] {
-                Some(old) if old.will_wake(waker) => {}
-                slot => *slot = Some(waker.clone()),
-            }
-        }
-        self.flags()
-    }
-
-    /// Runs one I/O poll of the connection: refused once the drain closed it, and, when it
-    /// would sleep outside the attached task, with its waker left for the drain (and refused
-    /// after all if the close happened meanwhile). `closed` says what a closed connection
-    /// answers in this direction.
-    fn guarded<T>(
-        &self,
-        direction: usize,
-        cx: &mut Context<'_>,
-        closed: fn(u8) -> io::Result<T>,
-        io: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        let flags = self.flags();
-        if flags & CLOSING != 0 {
-            return Poll::Ready(closed(flags));
-        }
-        let poll = io(cx);
-        if poll.is_pending() && self.must_park(flags) {
-            let flags = self.park(direction, cx.waker());
-            if flags & CLOSING != 0 {
-                return Poll::Ready(closed(flags));
-            }
-        }
-        poll
-    }
-
-    fn mark_idle(&self, drain: &Drain) {
-        let inner = drain.inner();
-        // Count first and set the bit second (and the other way round when leaving idle), so
-        // `idle` is never below the number of idle connections: a reader may see one too many
-        // for an instant, never a wrapped-around `usize::MAX`.
-        inner.idle.fetch_add(1, SeqCst);
-        let set = self.flags.fetch_update(SeqCst, Relaxed, |f| {
-            (f & (IDLE | DONE) == 0).then_some(f | IDLE)
-        });
-        if set.is_err() {
-            inner.idle.fetch_sub(1, SeqCst);
-            return;
-        }
-        // Pairs with `Drain::drain`, which publishes the phase and then closes the idle
-        // connections it finds. Both sides are SeqCst, so at least one sees the other: a
-        // connection that goes idle during a drain is closed at once, never left open.
-        if inner.phase.load(SeqCst) >= DRAINING {
-            self.close(Close::Idle);
-        }
-    }
-
-    fn mark_busy(&self, drain: &Drain) -> bool {
-        let cleared = self.flags.fetch_update(SeqCst, Relaxed, |f| {
-            (f & IDLE != 0 && f & CLOSING == 0).then_some(f & !IDLE)
-        });
-        match cleared {
-            Ok(_) => {
-                drain.inner().idle.fetch_sub(1, SeqCst);
-                true
-            }
-            Err(f) => f & CLOSING == 0,
-        }
-    }
-}
-
-fn closed_error(flags: u8) -> io::Error {
-    let why = if flags & FORCED != 0 {
-        "connection force-closed by the drain"
-    } else {
-        "idle connection closed by the drain"
-    };
-    io::Error::new(io::ErrorKind::ConnectionAborted, why)
 }
 
 /// The guard: whoever holds it holds one unit of `active`. Its `Drop` is the only place a
@@ -246,33 +61,20 @@ fn closed_error(flags: u8) -> io::Error {
 /// errored, its task aborted or panicked, or the `Tracked` simply dropped somewhere.
 #[derive(Debug)]
 struct ConnGuard {
-    shared: Arc<ConnShared>,
+    shared: Arc<ConnState>,
     drain: Drain,
     slot: Slot,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let inner = self.drain.inner();
-        // One step: mark the connection done and leave idle, so a `ConnHandle::mark_idle` or
-        // `mark_busy` racing with the drop cannot count it a second time.
-        let prev = self
-            .shared
-            .flags
-            .fetch_update(SeqCst, SeqCst, |f| Some((f | DONE) & !IDLE))
-            .unwrap_or_else(|f| f);
-        if prev & IDLE != 0 {
-            inner.idle.fetch_sub(1, SeqCst);
-        }
-        // Counted before `active` goes down, so that whoever sees `active` reach zero also
-        // sees this connection in `finished` or `forced`.
-        if prev & FORCED != 0 {
-            inner.forced.fetch_add(1, SeqCst);
-        } else {
-            inner.finished.fetch_add(1, SeqCst);
-        }
-        inner.registry.remove(self.slot);
-        self.drain.connection_ended();
+        let state = self.drain.state();
+        // Counted in `finished` or `forced` (by `end`) before `active` goes down (in
+        // `connection_ended`), so that whoever sees `active` reach zero also sees this
+        // connection in one of them.
+        self.shared.end(state);
+        self.drain.registry().remove(self.slot);
+        state.connection_ended();
     }
 }
 
@@ -296,16 +98,16 @@ pin_project! {
 }
 
 impl<IO> Tracked<IO> {
-    pub(crate) fn new(io: IO, drain: Drain) -> Self {
-        let inner = drain.inner();
-        let number = inner.accepted.fetch_add(1, Relaxed);
-        inner.active.fetch_add(1, SeqCst);
-        let shared = Arc::new(ConnShared::new());
-        let slot = inner.registry.insert(number, Arc::clone(&shared));
+    fn new(io: IO, drain: Drain) -> Self {
+        let state = drain.state();
+        let number = state.accepted.fetch_add(1, Relaxed);
+        state.active.fetch_add(1, SeqCst);
+        let shared = Arc::new(ConnState::new());
+        let slot = drain.registry().insert(number, Arc::clone(&shared));
         // Pairs with `Drain::force_close` (phase first, then the scan): a connection tracked
         // while the force-close runs is either found by the scan or sees the phase here. It
         // gets no grace the others did not get.
-        if inner.phase.load(SeqCst) >= FORCING {
+        if state.phase.load(SeqCst) >= FORCING {
             shared.close(Close::Force);
         }
         Tracked {
@@ -332,7 +134,7 @@ impl<IO> Tracked<IO> {
     /// Once the drain starts (or at once, if it has started), an idle connection is closed:
     /// its task is aborted if it was started with [`Tracked::spawn`], and reads end with EOF.
     pub fn mark_idle(&self) {
-        self.guard.shared.mark_idle(&self.guard.drain);
+        self.guard.shared.mark_idle(self.guard.drain.state());
     }
 
     /// Declares that work is in progress again, so a drain waits for this connection.
@@ -341,17 +143,17 @@ impl<IO> Tracked<IO> {
     /// started): the caller should not start new work on it. This closes the race between a
     /// request arriving and the drain choosing idle connections to close.
     pub fn mark_busy(&self) -> bool {
-        self.guard.shared.mark_busy(&self.guard.drain)
+        self.guard.shared.mark_busy(self.guard.drain.state())
     }
 
     /// Whether the connection is marked idle.
     pub fn is_idle(&self) -> bool {
-        self.guard.shared.flags() & IDLE != 0
+        self.guard.shared.is_idle()
     }
 
     /// Whether the drain closed this connection (idle at drain time, or force-closed).
     pub fn is_closing(&self) -> bool {
-        self.guard.shared.flags() & CLOSING != 0
+        self.guard.shared.is_closing()
     }
 
     /// Completes when the drain starts: the connection should finish what it is doing and
@@ -421,22 +223,7 @@ impl<IO: AsyncRead> AsyncRead for Tracked<IO> {
         let io = this.io;
         this.guard
             .shared
-            .guarded(READ, cx, read_closed, |cx| io.poll_read(cx, buf))
-    }
-}
-
-/// Writes to a closed connection fail, idle or forced.
-fn write_closed<T>(flags: u8) -> io::Result<T> {
-    Err(closed_error(flags))
-}
-
-/// An idle connection reads as closed by the peer, which every protocol handles already; a
-/// force-closed one reads as an error, so nobody mistakes it for a clean end.
-fn read_closed(flags: u8) -> io::Result<()> {
-    if flags & FORCED != 0 {
-        Err(closed_error(flags))
-    } else {
-        Ok(())
+            .guarded_read(cx, |cx| io.poll_read(cx, buf))
     }
 }
 
@@ -450,7 +237,7 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
         let io = this.io;
         this.guard
             .shared
-            .guarded(WRITE, cx, write_closed, |cx| io.poll_write(cx, buf))
+            .guarded_write(cx, |cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -460,9 +247,9 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let io = this.io;
-        this.guard.shared.guarded(WRITE, cx, write_closed, |cx| {
-            io.poll_write_vectored(cx, bufs)
-        })
+        this.guard
+            .shared
+            .guarded_write(cx, |cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -472,17 +259,14 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let io = this.io;
-        this.guard
-            .shared
-            .guarded(WRITE, cx, write_closed, |cx| io.poll_flush(cx))
+        this.guard.shared.guarded_write(cx, |cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let flags = this.guard.shared.flags();
         // After a force-close the socket is about to be dropped: a polite shutdown (a TLS
         // close_notify the peer may never read) must not keep the task alive any longer.
-        if flags & FORCED != 0 {
+        if this.guard.shared.is_forced() {
             return Poll::Ready(Ok(()));
         }
         this.io.poll_shutdown(cx)
@@ -493,34 +277,34 @@ impl<IO: AsyncWrite> AsyncWrite for Tracked<IO> {
 /// connection ended (then it changes nothing). Get one with [`Tracked::handle`].
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
-    shared: Arc<ConnShared>,
+    shared: Arc<ConnState>,
     drain: Drain,
 }
 
 impl ConnHandle {
     /// See [`Tracked::mark_idle`].
     pub fn mark_idle(&self) {
-        self.shared.mark_idle(&self.drain);
+        self.shared.mark_idle(self.drain.state());
     }
 
     /// See [`Tracked::mark_busy`].
     pub fn mark_busy(&self) -> bool {
-        self.shared.mark_busy(&self.drain)
+        self.shared.mark_busy(self.drain.state())
     }
 
     /// Whether the connection is marked idle (never, once it ended).
     pub fn is_idle(&self) -> bool {
-        self.shared.flags() & IDLE != 0
+        self.shared.is_idle()
     }
 
     /// Whether the drain closed the connection.
     pub fn is_closing(&self) -> bool {
-        self.shared.flags() & CLOSING != 0
+        self.shared.is_closing()
     }
 
     /// Whether the connection ended (its [`Tracked`] was dropped).
     pub fn is_ended(&self) -> bool {
-        self.shared.flags() & DONE != 0
+        self.shared.is_ended()
     }
 
     /// See [`Drain::drained`].

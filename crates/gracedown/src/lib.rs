@@ -78,10 +78,28 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod conn;
-mod drain;
-mod listener;
+// The modules, from the bottom up: each imports from the crate only what is declared before it,
+// so the imports form no cycle.
+
+// The drain-wide phase and counters.
+mod state;
+
+// The sharded set of open connections, generic over what it holds.
 mod registry;
+
+// What the drain reaches of one connection: flags, attached task, parked wakers.
+mod conn_state;
+
+// The `Drain` façade.
+mod drain;
+
+// `Tracked`, its guard and `ConnHandle`, and `Drain::track`.
+mod conn;
+
+// `TrackedListener` and `Drain::track_listener`.
+mod listener;
+
+// `Drain::shutdown` and its deadlines.
 mod shutdown;
 
 pub use conn::{ConnHandle, Tracked};

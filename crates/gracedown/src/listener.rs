@@ -1,4 +1,7 @@
 //! The tracked listener and the small `Accept` trait it is generic over.
+//!
+//! Nothing else in the crate knows listeners exist: a listener makes [`Tracked`] connections
+//! through its [`Drain`], and [`Drain::track_listener`] lives here, with what it makes.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -136,8 +139,16 @@ where
     }
 }
 
+impl Drain {
+    /// Wraps a listener so that what it accepts is tracked and it stops accepting when the
+    /// drain starts. See [`TrackedListener`].
+    pub fn track_listener<L>(&self, listener: L) -> TrackedListener<L> {
+        TrackedListener::new(listener, self.clone())
+    }
+}
+
 impl<L> TrackedListener<L> {
-    pub(crate) fn new(listener: L, drain: Drain) -> Self {
+    fn new(listener: L, drain: Drain) -> Self {
         let drained = Box::pin(drain.drained());
         TrackedListener {
             listener: Some(listener),

@@ -7,10 +7,12 @@
 //! It is split into shards, each behind its own short-held mutex, chosen round-robin by
 //! connection number, so that accepting and closing on many worker threads at once rarely meet
 //! on the same lock. A scan (once per drain phase) takes the shards one at a time.
+//!
+//! The registry is generic over what it holds (the drain stores each connection's shared
+//! state, an `Arc`), so it depends on nothing else in the crate: the per-connection code sits
+//! above it and never the other way round.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use crate::conn::ConnShared;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Enough shards that a few dozen worker threads seldom collide; a power of two so that the
 /// shard of a connection is a mask of its number.
@@ -23,34 +25,44 @@ pub(crate) struct Slot {
     index: usize,
 }
 
-#[derive(Debug, Default)]
-struct Shard {
+#[derive(Debug)]
+struct Shard<T> {
     /// A slab: `None` entries are free and listed in `free`, so memory stays at the peak number
     /// of simultaneous connections instead of growing with every connection ever accepted.
-    entries: Vec<Option<Arc<ConnShared>>>,
+    entries: Vec<Option<T>>,
     free: Vec<usize>,
 }
 
+// Not derived: the derive would ask for `T: Default`, which an empty shard does not need.
+impl<T> Default for Shard<T> {
+    fn default() -> Self {
+        Shard {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct Registry {
-    shards: Box<[Mutex<Shard>]>,
+pub(crate) struct Registry<T> {
+    shards: Box<[Mutex<Shard<T>>]>,
 }
 
 /// Our critical sections only push, pop and swap `Option`s; a panic inside one is impossible in
 /// practice, and if another thread panicked while holding the lock the slab is still
 /// consistent, so poisoning is ignored rather than turned into a second panic.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+fn lock<T>(shard: &Mutex<Shard<T>>) -> MutexGuard<'_, Shard<T>> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Registry {
+impl<T> Registry<T> {
     pub(crate) fn new() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
-    pub(crate) fn insert(&self, number: u64, conn: Arc<ConnShared>) -> Slot {
+    pub(crate) fn insert(&self, number: u64, conn: T) -> Slot {
         // Truncating to usize is fine: only the low bits pick the shard.
         let shard = (number as usize) & (SHARDS - 1);
         let mut guard = lock(&self.shards[shard]);
@@ -76,8 +88,9 @@ impl Registry {
             }
             removed
         };
-        // The Arc is dropped after the lock is released: dropping it may free the connection's
-        // stored wakers, and a waker's drop is foreign code that has no business under our lock.
+        // The entry is dropped after the lock is released: dropping the last `Arc` of a
+        // connection frees its stored wakers, and a waker's drop is foreign code that has no
+        // business under our lock.
         drop(removed);
     }
 
@@ -85,7 +98,10 @@ impl Registry {
     /// after the locks are released: aborting and waking a task can make it end at once on
     /// another worker, and its guard then takes the shard lock to remove itself, so holding
     /// that lock while closing would only make connections wait for each other.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<ConnShared>> {
+    pub(crate) fn snapshot(&self) -> Vec<T>
+    where
+        T: Clone,
+    {
         let mut all = Vec::new();
         for shard in &self.shards {
             let guard = lock(shard);

@@ -92,7 +92,7 @@ impl Drain {
     pub async fn shutdown(&self, timeouts: StopTimeouts) -> Summary {
         let before = self.counters();
         self.drain();
-        let graceful = wait_at_most(timeouts.stop, self.all_ended()).await;
+        let graceful = wait_at_most(timeouts.stop, self.state().all_ended()).await;
         if !graceful {
             tracing::warn!(
                 open = self.counters().active,
@@ -100,7 +100,7 @@ impl Drain {
                 "stop timeout passed, force-closing the connections still open"
             );
             self.force_close();
-            wait_at_most(timeouts.kill, self.all_ended()).await;
+            wait_at_most(timeouts.kill, self.state().all_ended()).await;
         }
         let after = self.counters();
         let summary = Summary {
