@@ -34,12 +34,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gracenet::{Endpoint, Net};
+use gracenet::{Endpoint, Linger, Net, SocketInfo};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
 
 const USAGE: &str = "\
 echo: a line echo server that upgrades itself without dropping a connection
@@ -68,14 +69,6 @@ const MAX_LINE: u64 = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 /// The pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// After a final stop sealed a TCP socket, handshakes already under way still complete, each
-/// within a round trip: accept for this long before taking the rest of the queue. (gracehttp
-/// goes on until 250 ms pass without a connection, which also covers a client whose last ACK a
-/// full queue dropped and which retransmits.)
-const TCP_HANDSHAKE_LINGER: Duration = Duration::from_millis(100);
-/// A bound on the connections taken from one queue at a final stop.
-const MAX_QUEUED: usize = 65_536;
-
 /// What the accept loops are told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Accepting {
@@ -367,7 +360,13 @@ async fn drain(
     }
 }
 
-enum Acceptor {
+/// A listener of this process, and what gracenet says it is.
+struct Acceptor {
+    listener: Listening,
+    info: SocketInfo,
+}
+
+enum Listening {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
@@ -379,106 +378,88 @@ enum Connection {
 
 impl Acceptor {
     async fn accept(&self) -> io::Result<Connection> {
-        match self {
-            Acceptor::Tcp(l) => l.accept().await.map(|(s, _)| Connection::Tcp(s)),
-            Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Connection::Unix(s)),
+        match &self.listener {
+            Listening::Tcp(l) => l.accept().await.map(|(s, _)| Connection::Tcp(s)),
+            Listening::Unix(l) => l.accept().await.map(|(s, _)| Connection::Unix(s)),
         }
     }
 
-    /// Accepts what is left in the kernel's queue without waiting, and closes this copy of the
-    /// socket. A plain accept(2) says `WouldBlock` exactly when the queue is empty, where the
-    /// runtime's readiness may lag behind.
+    /// Takes what is left in the kernel's queue without waiting (gracenet's `take_queued`, on
+    /// the listener taken back from the runtime), and closes this copy of the socket.
     fn take_queued(self) -> Vec<Connection> {
-        let mut taken = Vec::new();
-        let result = match self {
-            Acceptor::Tcp(l) => l.into_std().map(|l| {
-                take(
-                    &mut taken,
-                    || l.accept().map(|(s, _)| s),
-                    |s| {
-                        s.set_nonblocking(true)?;
-                        TcpStream::from_std(s).map(Connection::Tcp)
-                    },
-                );
+        let taken = match self.listener {
+            Listening::Tcp(l) => l.into_std().map(|l| {
+                register(gracenet::take_queued(l), |s| {
+                    TcpStream::from_std(s).map(Connection::Tcp)
+                })
             }),
-            Acceptor::Unix(l) => l.into_std().map(|l| {
-                take(
-                    &mut taken,
-                    || l.accept().map(|(s, _)| s),
-                    |s| {
-                        s.set_nonblocking(true)?;
-                        UnixStream::from_std(s).map(Connection::Unix)
-                    },
-                );
+            Listening::Unix(l) => l.into_std().map(|l| {
+                register(gracenet::take_queued(l), |s| {
+                    UnixStream::from_std(s).map(Connection::Unix)
+                })
             }),
         };
-        if let Err(e) = result {
+        taken.unwrap_or_else(|e| {
             log!("final stop: cannot take the queue: {e}");
-        }
-        taken
+            Vec::new()
+        })
     }
 }
 
-fn take<S>(
-    taken: &mut Vec<Connection>,
-    mut accept: impl FnMut() -> io::Result<S>,
-    convert: impl Fn(S) -> io::Result<Connection>,
-) {
-    for _ in 0..MAX_QUEUED {
-        match accept() {
-            Ok(s) => match convert(s) {
-                Ok(c) => taken.push(c),
-                Err(e) => log!("final stop: a queued connection was lost: {e}"),
-            },
-            Err(e) if is_per_connection(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                log!("final stop: taking the queue failed: {e}");
-                return;
-            }
+/// Registers each connection taken from a queue with the runtime.
+fn register<S>(
+    queued: impl Iterator<Item = io::Result<S>>,
+    register: impl Fn(S) -> io::Result<Connection>,
+) -> Vec<Connection> {
+    let mut taken = Vec::new();
+    for accepted in queued {
+        match accepted.and_then(&register) {
+            Ok(connection) => taken.push(connection),
+            Err(e) => log!("final stop: a queued connection was lost: {e}"),
         }
     }
+    taken
 }
 
 /// Asks gracenet for every listener (the inherited one when there is one, else a fresh one)
 /// and hands it to tokio. The error is one line that names the address.
 fn open_listeners(net: &Net, config: &Config) -> Result<Vec<Acceptor>, String> {
-    let mut out = Vec::new();
-    for &addr in &config.tcp {
-        let listener = net.listen_tcp(addr).map_err(|e| e.to_string())?;
-        let listener = TcpListener::from_std(listener).map_err(|e| format!("tcp://{addr}: {e}"))?;
-        // With port 0 the kernel picked one: show it.
-        let shown = listener.local_addr().unwrap_or(addr);
-        log_serving(net, &format!("tcp://{shown}"));
-        out.push(Acceptor::Tcp(listener));
-    }
-    for endpoint in &config.unix {
-        let listener = net
-            .listen(endpoint, None)
-            .map_err(|e| e.to_string())?
-            .0
-            .into_unix()
-            .ok_or_else(|| format!("{endpoint}: gracenet returned another kind of socket"))?;
-        let listener = UnixListener::from_std(listener).map_err(|e| format!("{endpoint}: {e}"))?;
-        log_serving(net, &endpoint.to_string());
-        out.push(Acceptor::Unix(listener));
-    }
-    Ok(out)
+    let tcp = config.tcp.iter().map(|&addr| Endpoint::Tcp(addr));
+    tcp.chain(config.unix.iter().cloned())
+        .map(|endpoint| open(net, &endpoint))
+        .collect()
 }
 
-/// Logs the listener just opened, and whether it was inherited.
-fn log_serving(net: &Net, shown: &str) {
-    let inherited = net.listeners().last().is_some_and(|l| l.inherited);
-    let how = if inherited {
+fn open(net: &Net, endpoint: &Endpoint) -> Result<Acceptor, String> {
+    let (listener, info) = net.listen(endpoint, None).map_err(|e| e.to_string())?;
+    let runtime = |e: io::Error| format!("{endpoint}: {e}");
+    let (listener, shown) = match listener {
+        gracenet::Listener::Tcp(l) => {
+            let l = TcpListener::from_std(l).map_err(runtime)?;
+            // With port 0 the kernel picked one: show it.
+            let shown = l.local_addr().map(|a| format!("tcp://{a}"));
+            (
+                Listening::Tcp(l),
+                shown.unwrap_or_else(|_| endpoint.to_string()),
+            )
+        }
+        gracenet::Listener::Unix(l) => {
+            let l = UnixListener::from_std(l).map_err(runtime)?;
+            (Listening::Unix(l), endpoint.to_string())
+        }
+        _ => return Err(format!("{endpoint}: not a stream socket")),
+    };
+    let how = if info.inherited {
         "inherited"
     } else {
         "bound fresh"
     };
     log!("serving {shown} (generation {}, {how})", net.generation());
+    Ok(Acceptor { listener, info })
 }
 
 async fn accept_loop(
-    listener: Acceptor,
+    acceptor: Acceptor,
     mut stop: watch::Receiver<Accepting>,
     sessions: Arc<Sessions>,
 ) {
@@ -486,12 +467,12 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|a| *a != Accepting::Yes) => break,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept() => accepted,
         };
         match accepted {
             Ok(connection) => start_session(connection, &sessions),
             // Errors about one connection that went away before it was accepted.
-            Err(e) if is_per_connection(&e) => {}
+            Err(e) if gracenet::is_connection_error(&e) => {}
             // Out of descriptors or memory: retrying at once would spin. Pause, keep serving.
             Err(e) => {
                 log!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
@@ -505,33 +486,26 @@ async fn accept_loop(
     if *stop.borrow() != Accepting::TakeQueue {
         return;
     }
-    if let Acceptor::Tcp(l) = &listener {
-        let linger = tokio::time::Instant::now() + TCP_HANDSHAKE_LINGER;
-        while let Ok(accepted) = tokio::time::timeout_at(linger, l.accept()).await {
+    // The handshakes under way when the socket was sealed still complete into the queue.
+    if let Some(mut linger) = Linger::after_close(&acceptor.info, Instant::now()) {
+        while let Ok(accepted) = tokio::time::timeout_at(linger.deadline(), acceptor.accept()).await
+        {
             match accepted {
-                Ok((stream, _)) => start_session(Connection::Tcp(stream), &sessions),
-                Err(e) if is_per_connection(&e) => {}
+                Ok(connection) => start_session(connection, &sessions),
+                Err(e) if gracenet::is_connection_error(&e) => {}
                 // Out of descriptors or memory: do not spin; take what the queue still holds.
                 Err(_) => break,
             }
+            linger.accepted(Instant::now());
         }
     }
-    let taken = listener.take_queued();
+    let taken = acceptor.take_queued();
     if !taken.is_empty() {
         log!("final stop: {} queued connection(s) taken", taken.len());
     }
     for connection in taken {
         start_session(connection, &sessions);
     }
-}
-
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-    )
 }
 
 fn start_session(connection: Connection, sessions: &Arc<Sessions>) {

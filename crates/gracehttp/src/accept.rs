@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gracedown::{Accept, Tracked, TrackedListener};
+use gracenet::{Linger, Queue, SocketInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::conn::{self, ConnCtx};
 
@@ -26,107 +28,48 @@ pub(crate) enum Action {
 /// Sorts an accept error, following accept(2): errors that belong to the pending connection
 /// are skipped, everything else makes the loop pause so it never spins.
 pub(crate) fn classify(e: &io::Error) -> Action {
-    match e.kind() {
-        io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::Interrupted
-        | io::ErrorKind::WouldBlock => return Action::Skip,
-        _ => {}
-    }
-    match e.raw_os_error() {
-        // Linux passes network errors of the new connection through accept(2), to be
-        // treated like EAGAIN.
-        Some(
-            libc::EPROTO
-            | libc::EPERM
-            | libc::ENOPROTOOPT
-            | libc::EHOSTDOWN
-            | libc::ENONET
-            | libc::EHOSTUNREACH
-            | libc::EOPNOTSUPP
-            | libc::ENETUNREACH
-            | libc::ENETDOWN
-            | libc::ETIMEDOUT,
-        ) => Action::Skip,
-        _ => Action::Backoff,
+    if e.kind() == io::ErrorKind::WouldBlock || gracenet::is_connection_error(e) {
+        Action::Skip
+    } else {
+        Action::Backoff
     }
 }
 
-/// After a final stop sealed a TCP socket, its accept loop goes on accepting until no connection
-/// has come for this long. The seal drops new SYNs but lets the handshakes already under way
-/// complete: within a round trip, or, when the queue was full and the kernel dropped the
-/// client's last ACK, when the client retransmits (200 ms at the least). The cost: a client
-/// whose SYN is dropped meanwhile retries after a second and is refused then, not at once.
-const TCP_LINGER_QUIET: Duration = Duration::from_millis(250);
-/// The linger ends after this long in any case.
-const TCP_LINGER_MAX: Duration = Duration::from_secs(1);
-
-/// At most this many connections are taken from a queue at a final stop: more than any
-/// backlog holds (`somaxconn` is 4096 by default), and a bound should the socket not be sealed
-/// (one systemd handed in) and new connections keep coming.
-const MAX_QUEUED: usize = 65_536;
-
-/// What a final stop needs of a listener beyond [`Accept`].
+/// What a final stop needs of a listener beyond [`Accept`]: its `std` form, whose queue
+/// gracenet takes ([`gracenet::take_queued`]), and the way back into the runtime for what it
+/// takes.
 pub(crate) trait Listen: Accept + Sized {
-    /// Whether connections can be under way (a TCP handshake) when the socket is sealed, and
-    /// still complete into the queue afterwards.
-    const HANDSHAKES: bool;
+    /// The listener as `std` has it.
+    type Std: Queue;
 
-    /// Accepts what is left in the kernel's queue without waiting, handing each connection
-    /// (or the error that ended the taking) to `each`, and closes this copy of the socket.
-    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()>;
+    /// Takes the listener out of the runtime.
+    fn into_std(self) -> io::Result<Self::Std>;
+
+    /// Registers a connection taken from the queue with the runtime.
+    fn register(stream: <Self::Std as Queue>::Stream) -> io::Result<Self::Io>;
 }
 
 impl Listen for tokio::net::TcpListener {
-    const HANDSHAKES: bool = true;
+    type Std = std::net::TcpListener;
 
-    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
-        // Out of the runtime's hands: a plain accept(2) answers `WouldBlock` exactly when the
-        // queue is empty, where the runtime's readiness may lag behind the kernel.
-        let listener = self.into_std()?;
-        take_queued(
-            || listener.accept().map(|(stream, _)| stream),
-            |stream| {
-                stream.set_nonblocking(true)?;
-                tokio::net::TcpStream::from_std(stream)
-            },
-            each,
-        );
-        Ok(())
+    fn into_std(self) -> io::Result<Self::Std> {
+        tokio::net::TcpListener::into_std(self)
+    }
+
+    fn register(stream: std::net::TcpStream) -> io::Result<Self::Io> {
+        tokio::net::TcpStream::from_std(stream)
     }
 }
 
 impl Listen for tokio::net::UnixListener {
-    // A unix connect is queued at once, or refused once sealed: nothing is under way.
-    const HANDSHAKES: bool = false;
+    type Std = std::os::unix::net::UnixListener;
 
-    fn accept_queued(self, each: &mut dyn FnMut(io::Result<Self::Io>)) -> io::Result<()> {
-        let listener = self.into_std()?;
-        take_queued(
-            || listener.accept().map(|(stream, _)| stream),
-            |stream| {
-                stream.set_nonblocking(true)?;
-                tokio::net::UnixStream::from_std(stream)
-            },
-            each,
-        );
-        Ok(())
+    fn into_std(self) -> io::Result<Self::Std> {
+        tokio::net::UnixListener::into_std(self)
     }
-}
 
-/// Accepts with `accept` until the queue is empty, converting each connection for the runtime.
-fn take_queued<S, T>(
-    mut accept: impl FnMut() -> io::Result<S>,
-    convert: impl Fn(S) -> io::Result<T>,
-    each: &mut dyn FnMut(io::Result<T>),
-) {
-    for _ in 0..MAX_QUEUED {
-        match accept() {
-            Ok(stream) => each(convert(stream)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if classify(&e) == Action::Skip => {}
-            Err(e) => return each(Err(e)),
-        }
+    fn register(stream: std::os::unix::net::UnixStream) -> io::Result<Self::Io> {
+        tokio::net::UnixStream::from_std(stream)
     }
 }
 
@@ -134,19 +77,17 @@ fn take_queued<S, T>(
 /// `closing` says this is a final stop. Each connection is served in its own task, attached to
 /// the connection so that a force-close can abort it.
 ///
-/// On a final stop, [`Net::close`](gracenet::Net::close) has closed gracenet's copy of the
-/// socket, so this copy is likely the last: dropping it would reset what is still queued. When
-/// the socket was `sealed` (gracenet bound it, so nobody else holds it), no new connection is
-/// queued any more: a TCP loop goes on accepting until [`TCP_LINGER_QUIET`] passes without a
-/// connection (handshakes under way complete). Then the loop takes what is left in the queue
-/// without waiting, and only then drops the listener. (A socket systemd handed in is not
-/// sealed: its queue is taken once, and what comes after stays with systemd if it still holds
-/// the socket.)
+/// On a final stop, [`Net::close`](gracenet::Net::close) has sealed the socket (when `info`
+/// says gracenet bound it) and closed gracenet's copy, so this copy is likely the last:
+/// dropping it would reset what is still queued. The loop goes on accepting for the handshakes
+/// under way ([`Linger`]), then takes what is left in the queue without waiting, and only then
+/// drops the listener. (A socket systemd handed in is not sealed: its queue is taken once, and
+/// what comes after stays with systemd if it still holds the socket.)
 pub(crate) async fn accept_loop<L>(
     mut listener: TrackedListener<L>,
     ctx: Arc<ConnCtx>,
     mut closing: watch::Receiver<bool>,
-    sealed: bool,
+    info: SocketInfo,
 ) where
     L: Listen + Send,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -170,46 +111,54 @@ pub(crate) async fn accept_loop<L>(
         let Some(accepted) = accepted else { return };
         serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
     }
-
-    if sealed && L::HANDSHAKES {
-        let start = tokio::time::Instant::now();
-        let quiet = tokio::time::sleep(TCP_LINGER_QUIET);
-        let end = tokio::time::sleep_until(start + TCP_LINGER_MAX);
-        tokio::pin!(quiet, end);
+    if let Some(mut linger) = Linger::after_close(&info, Instant::now()) {
         loop {
             let accepted = tokio::select! {
                 biased;
-                () = &mut quiet => break,
-                () = &mut end => break,
+                () = tokio::time::sleep_until(linger.deadline()) => break,
                 accepted = listener.accept() => accepted,
             };
             let Some(accepted) = accepted else { return };
             serve(accepted, &ctx, &mut backoff, drained.as_mut()).await;
-            quiet
-                .as_mut()
-                .reset(tokio::time::Instant::now() + TCP_LINGER_QUIET);
+            linger.accepted(Instant::now());
         }
     }
+    take_queue(listener, &ctx);
+}
+
+/// Takes what is left in the listener's queue, serves it, and closes the listener.
+fn take_queue<L>(listener: TrackedListener<L>, ctx: &Arc<ConnCtx>)
+where
+    L: Listen,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let pid = std::process::id();
     let drain = listener.drain().clone();
     let Some(inner) = listener.into_inner() else {
         return;
     };
-    let mut taken = 0usize;
-    let result = inner.accept_queued(&mut |accepted| match accepted {
-        Ok(io) => {
-            taken += 1;
-            let ctx = Arc::clone(&ctx);
-            drain.track(io).spawn(move |conn| conn::serve(conn, ctx));
-        }
+    let queue = match inner.into_std() {
+        Ok(queue) => queue,
         Err(e) => {
-            tracing::warn!(server = %ctx.name, pid = std::process::id(), error = %e, "final stop: a queued connection could not be taken")
+            tracing::warn!(server = %ctx.name, pid, error = %e, "final stop: the queue could not be taken");
+            return;
         }
-    });
-    if let Err(e) = result {
-        tracing::warn!(server = %ctx.name, pid = std::process::id(), error = %e, "final stop: the queue could not be taken");
+    };
+    let mut taken = 0usize;
+    for accepted in gracenet::take_queued(queue) {
+        match accepted.and_then(L::register) {
+            Ok(io) => {
+                taken += 1;
+                let ctx = Arc::clone(ctx);
+                drain.track(io).spawn(move |conn| conn::serve(conn, ctx));
+            }
+            Err(e) => {
+                tracing::warn!(server = %ctx.name, pid, error = %e, "final stop: a queued connection could not be taken")
+            }
+        }
     }
     if taken > 0 {
-        tracing::info!(server = %ctx.name, pid = std::process::id(), taken, "final stop: queued connections taken before the listener closed");
+        tracing::info!(server = %ctx.name, pid, taken, "final stop: queued connections taken before the listener closed");
     }
 }
 
@@ -254,69 +203,6 @@ async fn serve<Io, Addr>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Connects `n` clients, each of which sends its number; returns them.
-    async fn queue_clients<S, F, Fut>(n: u8, connect: F) -> Vec<S>
-    where
-        S: tokio::io::AsyncWrite + Unpin,
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = io::Result<S>>,
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut clients = Vec::new();
-        for i in 0..n {
-            let mut c = connect().await.unwrap();
-            c.write_all(&[i]).await.unwrap();
-            clients.push(c);
-        }
-        clients
-    }
-
-    /// Reads one byte from each taken connection: together, every client's number once.
-    async fn numbers<S: tokio::io::AsyncRead + Unpin>(taken: Vec<io::Result<S>>) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let mut seen = Vec::new();
-        for conn in taken {
-            let mut conn = conn.unwrap();
-            seen.push(conn.read_u8().await.unwrap());
-        }
-        seen.sort_unstable();
-        seen
-    }
-
-    #[tokio::test]
-    async fn a_tcp_queue_is_taken_whole_and_the_port_closes() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _clients = queue_clients(3, || tokio::net::TcpStream::connect(addr)).await;
-        let mut taken = Vec::new();
-        listener.accept_queued(&mut |c| taken.push(c)).unwrap();
-        assert_eq!(numbers(taken).await, [0, 1, 2]);
-        let closed = tokio::net::TcpStream::connect(addr).await.map(|_| ());
-        assert_eq!(
-            closed.map_err(|e| e.kind()),
-            Err(io::ErrorKind::ConnectionRefused)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_unix_queue_is_taken_whole() {
-        use std::os::linux::net::SocketAddrExt;
-        let name = format!("grace-queue-{}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::UnixListener::from_std(std_listener).unwrap();
-        let _clients = queue_clients(2, || async {
-            let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-            s.set_nonblocking(true)?;
-            tokio::net::UnixStream::from_std(s)
-        })
-        .await;
-        let mut taken = Vec::new();
-        listener.accept_queued(&mut |c| taken.push(c)).unwrap();
-        assert_eq!(numbers(taken).await, [0, 1]);
-    }
 
     #[test]
     fn per_connection_errors_are_skipped_and_resource_errors_back_off() {

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::metrics::ServerMetrics;
 use crate::service::{Body, BoxError, Handler};
-use crate::{Timeouts, Tls};
+use crate::{Server, Timeouts, Tls};
 
 /// How long an idle HTTP/1.1 connection is left open after the drain started, at least since
 /// its last activity: long enough for a request a client sent just before to arrive and be
@@ -62,7 +62,18 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    pub(crate) fn builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+    pub(crate) fn new(server: &Server, timeouts: Timeouts, metrics: Arc<ServerMetrics>) -> ConnCtx {
+        ConnCtx {
+            name: server.name.clone(),
+            handler: server.handler.clone(),
+            builder: ConnCtx::builder(&timeouts),
+            tls: server.tls.clone(),
+            timeouts,
+            metrics,
+        }
+    }
+
+    fn builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

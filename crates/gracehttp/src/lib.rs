@@ -55,21 +55,26 @@
 mod accept;
 mod admin;
 mod conn;
+mod drains;
 mod error;
 mod event;
 mod grace;
+mod handle;
 mod metrics;
+mod runner;
 mod server;
 mod service;
+mod start;
 mod tls;
 
 pub use admin::admin;
 pub use conn::{DRAIN_MAX_IDLE_WAIT, DRAIN_MIN_IDLE};
 pub use error::Error;
 pub use event::Event;
-pub use grace::{Drained, Grace, Handle, Outcome};
+pub use grace::{Grace, Outcome};
 pub use gracedown::{self, StopTimeouts};
 pub use gracenet;
+pub use handle::Handle;
 pub use server::{Server, Timeouts};
 pub use service::{Body, BoxError, Handler, full};
 pub use tls::Tls;

@@ -302,3 +302,124 @@ impl<L: Queue> Iterator for Queued<L> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Connects `n` clients, each of which sends its number; returns them.
+    fn queue_clients<S: Write>(n: u8, connect: impl Fn() -> io::Result<S>) -> Vec<S> {
+        (0..n)
+            .map(|i| {
+                let mut c = connect().unwrap();
+                c.write_all(&[i]).unwrap();
+                c
+            })
+            .collect()
+    }
+
+    /// Reads one byte from each taken connection: together, every client's number once.
+    fn numbers<S: Read>(taken: impl Iterator<Item = io::Result<S>>) -> Vec<u8> {
+        let mut seen: Vec<u8> = taken
+            .map(|conn| {
+                let mut conn = conn.unwrap();
+                let mut byte = [0u8];
+                // Nonblocking: the byte was sent before the connection was taken, but may
+                // still be on its way through loopback.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match conn.read(&mut byte) {
+                        Ok(1) => return byte[0],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            assert!(Instant::now() < deadline, "no byte from a taken client");
+                            std::thread::yield_now();
+                        }
+                        other => panic!("read {other:?}"),
+                    }
+                }
+            })
+            .collect();
+        seen.sort_unstable();
+        seen
+    }
+
+    #[test]
+    fn a_tcp_queue_is_taken_whole_and_the_port_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _clients = queue_clients(3, || TcpStream::connect(addr));
+        assert_eq!(numbers(take_queued(listener)), [0, 1, 2]);
+        let closed = TcpStream::connect(addr).map(|_| ());
+        assert_eq!(
+            closed.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[test]
+    fn a_unix_queue_is_taken_whole() {
+        let name = format!("gracenet-queue-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixListener::bind_addr(&addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let _clients = queue_clients(2, || UnixStream::connect_addr(&addr));
+        let taken: Vec<_> = take_queued(listener).collect();
+        assert!(taken.iter().all(|c| c.is_ok()));
+        assert_eq!(numbers(taken.into_iter()), [0, 1]);
+        // The listener was closed once the queue was found empty.
+        assert!(UnixStream::connect_addr(&addr).is_err());
+    }
+
+    #[test]
+    fn the_linger_waits_for_quiet_and_ends_at_the_latest_after_the_maximum() {
+        let info = |kind, bound| SocketInfo {
+            name: "web".into(),
+            kind,
+            endpoint: None,
+            inherited: false,
+            bound,
+        };
+        let start = Instant::now();
+        assert!(Linger::after_close(&info(Kind::Tcp, false), start).is_none());
+        assert!(Linger::after_close(&info(Kind::UnixStream, true), start).is_none());
+        let mut linger = Linger::after_close(&info(Kind::Tcp, true), start).unwrap();
+        assert_eq!(linger.deadline(), start + LINGER_QUIET);
+        let later = start + Duration::from_millis(200);
+        linger.accepted(later);
+        assert_eq!(linger.deadline(), later + LINGER_QUIET);
+        linger.accepted(start + Duration::from_millis(900));
+        assert_eq!(linger.deadline(), start + LINGER_MAX);
+    }
+
+    #[test]
+    fn connection_errors_are_told_from_resource_errors() {
+        for errno in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETDOWN,
+            libc::EINTR,
+        ] {
+            assert!(
+                is_connection_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EAGAIN,
+        ] {
+            assert!(
+                !is_connection_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
+}

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use gracehttp::gracedown::Summary;
 use gracehttp::gracenet::{Endpoint, Net};
-use gracehttp::{Body, Drained, Event, Grace, Handle, Handler, Outcome, full};
+use gracehttp::{Body, Event, Grace, Handle, Handler, Outcome, full};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -149,7 +150,7 @@ impl Running {
     }
 
     /// `run()` must have ended with [`Outcome::Stopped`]; how the drain went.
-    pub(crate) async fn stopped(self) -> Drained {
+    pub(crate) async fn stopped(self) -> Summary {
         match self.outcome().await {
             Outcome::Stopped(drained) => drained,
             other => panic!("expected Stopped, got {other:?}"),
