@@ -77,6 +77,7 @@
 //! outside its task, cannot be reached and is reported as [`Summary::stuck`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // The modules, from the bottom up: each imports from the crate only what is declared before it,
 // so the imports form no cycle.

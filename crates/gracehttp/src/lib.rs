@@ -51,6 +51,7 @@
 //! for the drain through the [`gracedown::ConnHandle`] in each request's extensions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accept;
 mod admin;

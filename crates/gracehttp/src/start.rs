@@ -31,6 +31,8 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
+    // The one place that installs signal handlers (see clippy.toml).
+    #[allow(clippy::disallowed_methods)]
     fn install(
         upgrade: Option<SignalKind>,
         reload: Option<SignalKind>,

@@ -19,12 +19,12 @@ pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
 /// Prepared [`ahead`](Prepared::ahead), the slow part is done while the new process starts and
 /// only a quick rename is left for the moment it commits, which is on the path from the new
 /// process's readiness to the old one's stopping to accept. A rename over an existing file is
-/// slow on some filesystems: on ext4 it first writes out the new file's delayed blocks, then
-/// frees the replaced file's inode, together about 0.3 ms on a 2-core VM (tmpfs, where `/run`
-/// usually lives, has neither cost). Both are moved off the path: writeback of the new file is
-/// started when it is written, and the file to be replaced is held (an `O_PATH` descriptor:
-/// nothing is read, and it cannot block), so the rename only unlinks it, and its inode is freed
-/// when the holder is dropped. Measured on ext4 there, the rename then takes 15-40 µs.
+/// slow on some filesystems: ext4 first writes out the new file's delayed blocks, then frees
+/// the replaced file's inode (tmpfs, where `/run` usually lives, does neither). Both are moved
+/// off the path: writeback of the new file is started when it is written, and the file to be
+/// replaced is held (an `O_PATH` descriptor: nothing is read, and it cannot block), so the
+/// rename only unlinks it, and its inode is freed when the holder is dropped. ARCHITECTURE.md
+/// has the figures.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     path: PathBuf,

@@ -10,14 +10,13 @@
 //! the moves can never collide, and a failed `execve` always reaches the parent as an error.
 //!
 //! The child shares the parent's memory until it calls `execve` (`CLONE_VM | CLONE_VFORK`, as
-//! `posix_spawn` does), on a small stack of its own. It starts with every signal blocked and
-//! resets every handler it can before it unblocks them. Like `posix_spawn`, the calling thread
-//! waits until the child has called `execve`: a child stopped (SIGSTOP) in those few
-//! microseconds holds the upgrade, and this `Net`'s lock, until it is continued or killed. A `fork` would copy the page tables of a busy,
-//! multithreaded server only for `execve` to throw them away, and leave the server to take a
-//! copy-on-write fault on every page it writes next. Measured on a 2-core VM with `gracedemo`,
-//! from preparing the child to its successful `execve`: median 0.29 ms this way, 0.63 ms with
-//! `fork`.
+//! `posix_spawn` does), on a small stack of its own (`child.rs`): a `fork` would copy the page
+//! tables of a busy server only for `execve` to throw them away, and leave the server a
+//! copy-on-write fault on every page it writes next (ARCHITECTURE.md has the figures). The
+//! child starts with every signal blocked and resets every handler it can before it unblocks
+//! them. Like `posix_spawn`, the calling thread waits until the child has called `execve`: a
+//! child stopped (SIGSTOP) in those few microseconds holds the upgrade until it is continued
+//! or killed (the `Net` itself stays usable: its lock is not held meanwhile).
 
 mod child;
 
