@@ -8,34 +8,31 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use grace_tests::{Reaper, TempDir, is_reaped, process_exists, wait_for};
+use grace_tests::upgrading_to;
 use gracenet::{Error, Net};
+use testkit::line::Session;
+use testkit::process::is_reaped;
+use testkit::procfs::process_exists;
+use testkit::{Proc, TIMEOUT, TempDir, wait_until};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 
 fn net_for(exe: &Path, mode: &str, timeout: Duration) -> Net {
-    let exe_str = exe.to_str().unwrap();
-    Net::builder()
-        .inherit(false)
-        .executable(exe)
-        .args([
-            exe_str,
-            "--mode",
-            mode,
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--max-seconds",
-            "30",
-        ])
-        .ready_timeout(Some(timeout))
-        .build()
-        .unwrap()
+    let args = [
+        "--mode",
+        mode,
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--max-seconds",
+        "30",
+    ];
+    upgrading_to(exe, args, timeout).build().unwrap()
 }
 
 /// The parent's listener still accepts after the failure.
 fn assert_still_serving(listener: &TcpListener) {
     let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let accepted = wait_for(Duration::from_secs(5), || listener.accept().ok());
+    let accepted = wait_until(Duration::from_secs(5), || listener.accept().ok());
     assert!(
         accepted.is_some(),
         "the parent's listener no longer accepts"
@@ -65,7 +62,7 @@ fn listener(net: &Net) -> TcpListener {
 
 #[test]
 fn a_child_that_exits_with_1() {
-    let net = net_for(Path::new(NETCHILD), "exit1", Duration::from_secs(10));
+    let net = net_for(Path::new(NETCHILD), "exit1", TIMEOUT);
     let l = listener(&net);
     match failed_upgrade(&net, &l) {
         Error::ChildExited { code: 1, .. } => {}
@@ -75,7 +72,7 @@ fn a_child_that_exits_with_1() {
 
 #[test]
 fn a_child_killed_by_a_signal() {
-    let net = net_for(Path::new(NETCHILD), "abort", Duration::from_secs(10));
+    let net = net_for(Path::new(NETCHILD), "abort", TIMEOUT);
     let l = listener(&net);
     match failed_upgrade(&net, &l) {
         Error::ChildKilled { signal, .. } => assert_eq!(signal, "SIGABRT"),
@@ -95,12 +92,8 @@ fn a_child_that_never_reports_ready_is_killed_at_the_timeout() {
 
 #[test]
 fn a_missing_executable_is_an_exec_error_not_a_child_that_dies() {
-    let dir = TempDir::new("missing");
-    let net = net_for(
-        &dir.path().join("no-such-binary"),
-        "serve",
-        Duration::from_secs(10),
-    );
+    let dir = TempDir::new("missing").unwrap();
+    let net = net_for(&dir.join("no-such-binary"), "serve", TIMEOUT);
     let l = listener(&net);
     match failed_upgrade(&net, &l) {
         Error::Exec { source, path } => {
@@ -113,11 +106,11 @@ fn a_missing_executable_is_an_exec_error_not_a_child_that_dies() {
 
 #[test]
 fn a_file_that_is_not_executable_is_an_exec_error() {
-    let dir = TempDir::new("noexec");
-    let file = dir.path().join("server");
+    let dir = TempDir::new("noexec").unwrap();
+    let file = dir.join("server");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let net = net_for(&file, "serve", Duration::from_secs(10));
+    let net = net_for(&file, "serve", TIMEOUT);
     let l = listener(&net);
     match failed_upgrade(&net, &l) {
         Error::Exec { source, .. } => assert_eq!(source.kind(), ErrorKind::PermissionDenied),
@@ -128,14 +121,12 @@ fn a_file_that_is_not_executable_is_an_exec_error() {
 /// A deploy that first puts a broken binary in place, then a good one, at the same path.
 #[test]
 fn after_failures_an_upgrade_with_a_good_binary_works() {
-    let dir = TempDir::new("redeploy");
-    let link = dir.path().join("server");
-    let broken = dir.path().join("broken.sh");
-    std::fs::write(&broken, "#!/bin/sh\nexit 7\n").unwrap();
-    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = TempDir::new("redeploy").unwrap();
+    let link = dir.join("server");
+    let broken = dir.script("broken.sh", "#!/bin/sh\nexit 7\n").unwrap();
     symlink(&broken, &link).unwrap();
 
-    let net = net_for(&link, "serve", Duration::from_secs(10));
+    let net = net_for(&link, "serve", TIMEOUT);
     let l = listener(&net);
     for _ in 0..3 {
         match failed_upgrade(&net, &l) {
@@ -146,42 +137,34 @@ fn after_failures_an_upgrade_with_a_good_binary_works() {
     std::fs::remove_file(&link).unwrap();
     symlink(NETCHILD, &link).unwrap();
     let pid = net.upgrade().unwrap();
-    let _reaper = Reaper(pid);
-    let answer = grace_tests::exchange(TcpStream::connect(l.local_addr().unwrap()).unwrap(), "x\n");
+    let _child = Proc::adopt(pid);
+    let answer = Session::tcp(l.local_addr().unwrap()).and_then(|mut s| s.pid());
     // Both processes accept on the shared socket now; the parent simply does not call accept.
-    assert_eq!(answer.unwrap(), format!("pid {pid}\n"));
+    assert_eq!(answer.unwrap(), pid);
 }
 
 #[test]
 fn a_second_upgrade_while_one_is_in_progress_is_refused() {
-    let net = net_for(Path::new(NETCHILD), "serve", Duration::from_secs(10));
+    let net = net_for(Path::new(NETCHILD), "serve", TIMEOUT);
     let _l = listener(&net);
     let child = net.start_process().unwrap();
-    let _reaper = Reaper(child.pid());
+    let _child = Proc::adopt(child.pid());
     assert!(matches!(net.upgrade(), Err(Error::UpgradeInProgress)));
     assert!(matches!(net.start_process(), Err(Error::UpgradeInProgress)));
-    let pid = child.wait_ready(Some(Duration::from_secs(10))).unwrap();
+    let pid = child.wait_ready(Some(TIMEOUT)).unwrap();
     assert!(process_exists(pid));
 }
 
 #[test]
 fn two_restarts_requested_at_once_start_exactly_one_child() {
-    let dir = TempDir::new("twice");
-    let net = Arc::new(
-        Net::builder()
-            .inherit(false)
-            .executable(NETCHILD)
-            .args([
-                NETCHILD,
-                "--listen",
-                "tcp://127.0.0.1:0",
-                "--report-dir",
-                dir.path().to_str().unwrap(),
-            ])
-            .ready_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .unwrap(),
-    );
+    let dir = TempDir::new("twice").unwrap();
+    let args = [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let net = Arc::new(upgrading_to(NETCHILD, args, TIMEOUT).build().unwrap());
     let _l = listener(&net);
     let barrier = Arc::new(Barrier::new(2));
     let threads: Vec<_> = (0..2)
@@ -198,7 +181,7 @@ fn two_restarts_requested_at_once_start_exactly_one_child() {
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())
         .collect();
-    let _reapers: Vec<Reaper> = pids.iter().map(|&p| Reaper(p)).collect();
+    let _children: Vec<Proc> = pids.iter().map(|&p| Proc::adopt(p)).collect();
     assert_eq!(pids.len(), 1, "{results:?}");
     for r in &results {
         assert!(
@@ -227,7 +210,7 @@ fn a_cancelled_upgrade_kills_the_starting_process_and_allows_the_next() {
     let l = listener(&net);
     let child = net.start_process().unwrap();
     let pid = child.pid();
-    let _reaper = Reaper(pid);
+    let _child = Proc::adopt(pid);
     assert!(net.cancel_upgrade());
     assert!(matches!(child.wait_ready(None), Err(Error::Cancelled)));
     assert!(is_reaped(pid), "pid {pid} is left as a zombie");
@@ -236,5 +219,5 @@ fn a_cancelled_upgrade_kills_the_starting_process_and_allows_the_next() {
     assert_still_serving(&l);
     // The next upgrade may start at once.
     let next = net.start_process().unwrap();
-    let _next_reaper = Reaper(next.pid());
+    let _next = Proc::adopt(next.pid());
 }

@@ -2,13 +2,15 @@
 //! are ignored as "not ours"; never a panic. The child reads its real environment, started
 //! through `sh` so that `LISTEN_PID` can be its own pid (`exec` keeps the shell's pid).
 
-use std::process::{Command, Output};
+use std::process::Command;
+
+use testkit::{Finished, spawn_command};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 
-/// Runs `netchild --mode check` with `vars`; `prelude` runs in the shell first (to open fds).
-/// `LISTEN_PID` is set to the child's own pid unless `vars` sets it.
-fn check(prelude: &str, vars: &[(&str, &str)]) -> Output {
+/// Runs `netchild --mode check` with `vars` to its end; `prelude` runs in the shell first (to
+/// open fds). `LISTEN_PID` is set to the child's own pid unless `vars` sets it.
+fn check(prelude: &str, vars: &[(&str, &str)]) -> Finished {
     let own_pid = if vars.iter().any(|(k, _)| *k == "LISTEN_PID") {
         ""
     } else {
@@ -21,7 +23,7 @@ fn check(prelude: &str, vars: &[(&str, &str)]) -> Output {
         cmd.env_remove(var);
     }
     cmd.envs(vars.iter().copied());
-    cmd.output().expect("run sh")
+    spawn_command(&mut cmd).finish()
 }
 
 fn gracenet_vars() -> [&'static str; 5] {
@@ -34,19 +36,11 @@ fn gracenet_vars() -> [&'static str; 5] {
     ]
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The child refused to start with one error line that names the variable (and the value).
 #[track_caller]
-fn assert_refused(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+fn assert_refused(o: &Finished, needles: &[&str]) {
+    let err = &o.stderr;
+    assert_eq!(o.code, 2, "stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     for n in needles {
@@ -55,12 +49,12 @@ fn assert_refused(o: &Output, needles: &[&str]) {
 }
 
 #[track_caller]
-fn assert_started(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+fn assert_started(o: &Finished, needle: &str) {
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
     assert!(
-        stdout(o).contains(needle),
+        o.stdout.contains(needle),
         "{needle:?} not in {:?}",
-        stdout(o)
+        o.stdout
     );
 }
 

@@ -5,11 +5,11 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use grace_tests::{ChildGuard, Reaper, TempDir, wait_for, which};
+use grace_tests::upgrading_to;
 use gracenet::Net;
+use testkit::{Proc, TIMEOUT, TempDir, free_addr, spawn, wait_until, which};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 
@@ -104,8 +104,8 @@ fn a_sealed_unix_listener_refuses_at_once_and_still_hands_out_queued_ones() {
 
 #[test]
 fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_served() {
-    let dir = TempDir::new("seal");
-    let path = dir.path().join("sealed.sock");
+    let dir = TempDir::new("seal").unwrap();
+    let path = dir.join("sealed.sock");
     let net = fresh_net();
     let listener = net.listen_unix(&path).unwrap();
     let mut queued = UnixStream::connect(&path).unwrap();
@@ -123,17 +123,14 @@ fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_ser
 #[test]
 fn a_final_stop_during_an_upgrade_seals_nothing() {
     // The new process holds the sockets and may still commit and serve on them.
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([NETCHILD, "--mode", "hang", "--max-seconds", "30"])
-        .ready_timeout(Some(Duration::from_secs(30)))
+    let args = ["--mode", "hang", "--max-seconds", "30"];
+    let net = upgrading_to(NETCHILD, args, Duration::from_secs(30))
         .build()
         .unwrap();
     let listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let child = net.start_process().unwrap();
-    let _reaper = Reaper(child.pid());
+    let _child = Proc::adopt(child.pid());
 
     net.close().unwrap();
 
@@ -146,40 +143,25 @@ fn a_final_stop_during_an_upgrade_seals_nothing() {
     drop(child);
 }
 
-/// Runs `netchild` with `args` (through `wrapper` when given), this process being a subreaper
-/// so that a successor becomes its child; returns every line of stdout, read to its end (the
-/// successor shares it), once both have exited.
+/// Runs `netchild` with `args` (through `wrapper` when given) in a process group of its own,
+/// this process being a subreaper so that a successor becomes its child (and is reaped with the
+/// group); returns every line of stdout, read to its end (the successor shares it), once both
+/// have exited.
 fn run_probe(wrapper: &[&str], args: &[&str]) -> Vec<String> {
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
     let (program, rest) = match wrapper.split_first() {
         Some((w, rest)) => (*w, [rest, &[NETCHILD], args].concat()),
         None => (NETCHILD, args.to_vec()),
     };
-    let child = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard(child);
-    let mut stdout = child.0.stdout.take().unwrap();
+    let mut probe = spawn(program, rest);
     let trigger = wrapper.iter().find_map(|a| a.parse::<SocketAddr>().ok());
     // systemd-socket-activate starts the program on the first connection; it stays queued.
     let _first = trigger.map(|addr| {
-        wait_for(Duration::from_secs(10), || TcpStream::connect(addr).ok())
+        wait_until(TIMEOUT, || TcpStream::connect(addr).ok())
             .expect("systemd-socket-activate never listened")
     });
-    let mut out = String::new();
-    stdout.read_to_string(&mut out).unwrap();
-    let status = child.0.wait().unwrap();
-    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    // Reap the successor, if there was one (it has exited: stdout is at its end).
-    let _reaper = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("upgraded ")?.parse().ok())
-        .map(Reaper);
-    assert!(status.success(), "{lines:?}");
+    let code = probe.proc.wait_exit();
+    let lines: Vec<String> = probe.stdout.complete().lines().map(str::to_owned).collect();
+    assert_eq!(code, Ok(0), "{lines:?}; stderr:\n{}", probe.stderr.text());
     lines
 }
 
@@ -230,14 +212,6 @@ fn a_new_process_that_closes_before_it_is_ready_seals_nothing() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn activate() -> String {
     which("systemd-socket-activate")
         .expect(
@@ -250,7 +224,7 @@ fn activate() -> String {
 #[test]
 fn a_socket_systemd_handed_in_is_not_sealed() {
     let activate = activate();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = free_addr().to_string();
     let listen = format!("tcp://{addr}");
     let lines = run_probe(
         &[&activate, "-l", &addr],
@@ -262,7 +236,7 @@ fn a_socket_systemd_handed_in_is_not_sealed() {
 #[test]
 fn a_socket_systemd_handed_in_is_not_sealed_after_an_upgrade_either() {
     let activate = activate();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = free_addr().to_string();
     let listen = format!("tcp://{addr}");
     let lines = run_probe(
         &[&activate, "-l", &addr],

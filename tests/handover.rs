@@ -1,29 +1,37 @@
 //! A real handover of TCP, unix and UDP sockets from this test process to a child process.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use grace_tests::{Reaper, TempDir, child_report, exchange, report_inodes, socket_inode, which};
-use gracenet::{Endpoint, Net};
+use grace_tests::{child_report, report_inodes, upgrading_to};
+use gracenet::Endpoint;
+use testkit::line::Session;
+use testkit::procfs::socket_inode;
+use testkit::{Proc, TIMEOUT, TempDir, which};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
-const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the one line a connection queued before the handover is answered with: by the child,
+/// not reset.
+fn answer_of(queued: impl std::io::Read, what: &str) -> String {
+    let mut line = String::new();
+    BufReader::new(queued)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("queued {what} connection answered, not reset: {e}"));
+    line
+}
 
 #[test]
 fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
-    let dir = TempDir::new("handover");
-    let sock = dir.path().join("echo.sock");
+    let dir = TempDir::new("handover").unwrap();
+    let sock = dir.join("echo.sock");
     let tcp_spec = "web=tcp://127.0.0.1:0".to_owned();
     let unix_spec = format!("unix:{}", sock.display());
     let udp_spec = "udp://127.0.0.1:0".to_owned();
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([
-            NETCHILD,
+    let net = upgrading_to(
+        NETCHILD,
+        [
             "--listen",
             &tcp_spec,
             "--listen",
@@ -32,10 +40,11 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
             &udp_spec,
             "--report-dir",
             dir.path().to_str().unwrap(),
-        ])
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+        ],
+        TIMEOUT,
+    )
+    .build()
+    .unwrap();
 
     let tcp = net
         .listen(&"tcp://127.0.0.1:0".parse().unwrap(), Some("web"))
@@ -61,31 +70,23 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
         t.set_read_timeout(Some(TIMEOUT)).unwrap();
         t.write_all(format!("tcp {i}\n").as_bytes()).unwrap();
         queued_tcp.push(t);
-        let mut u = UnixStream::connect(&sock).unwrap();
+        let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         u.set_read_timeout(Some(TIMEOUT)).unwrap();
         u.write_all(format!("unix {i}\n").as_bytes()).unwrap();
         queued_unix.push(u);
     }
 
     let pid = net.upgrade().unwrap();
-    let _reaper = Reaper(pid);
+    let _child = Proc::adopt(pid);
     // The parent stops: it drops every copy of the sockets it had.
     drop((tcp, unix, udp, net));
 
     let answer = format!("pid {pid}\n");
     for t in queued_tcp {
-        let mut r = std::io::BufReader::new(t);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut r, &mut line)
-            .expect("queued TCP connection answered, not reset");
-        assert_eq!(line, answer);
+        assert_eq!(answer_of(t, "TCP"), answer);
     }
     for u in queued_unix {
-        let mut r = std::io::BufReader::new(u);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut r, &mut line)
-            .expect("queued unix connection answered, not reset");
-        assert_eq!(line, answer);
+        assert_eq!(answer_of(u, "unix"), answer);
     }
 
     let report = child_report(dir.path(), pid).expect("child report");
@@ -116,12 +117,12 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
 
     // New connections reach the child too, on the same ports.
     assert_eq!(
-        exchange(TcpStream::connect(tcp_addr).unwrap(), "new\n").unwrap(),
-        answer
+        Session::tcp(tcp_addr).unwrap().send("new").unwrap(),
+        answer.trim_end()
     );
     assert_eq!(
-        exchange(UnixStream::connect(&sock).unwrap(), "new\n").unwrap(),
-        answer
+        Session::unix(&sock).unwrap().send("new").unwrap(),
+        answer.trim_end()
     );
     assert!(
         sock.exists(),
@@ -131,23 +132,22 @@ fn tcp_unix_and_udp_sockets_and_their_queued_connections_reach_the_child() {
 
 #[test]
 fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
-    let dir = TempDir::new("portzero");
+    let dir = TempDir::new("portzero").unwrap();
     let spec = "tcp://[::1]:0";
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([
-            NETCHILD,
+    let net = upgrading_to(
+        NETCHILD,
+        [
             "--listen",
             spec,
             "--listen",
             spec,
             "--report-dir",
             dir.path().to_str().unwrap(),
-        ])
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+        ],
+        TIMEOUT,
+    )
+    .build()
+    .unwrap();
     let endpoint: Endpoint = spec.parse().unwrap();
     let a = net.listen(&endpoint, None).unwrap().0.into_tcp().unwrap();
     let b = net.listen(&endpoint, None).unwrap().0.into_tcp().unwrap();
@@ -155,14 +155,11 @@ fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
     let inodes = vec![socket_inode(&a).unwrap(), socket_inode(&b).unwrap()];
 
     let pid = net.upgrade().unwrap();
-    let _reaper = Reaper(pid);
+    let _child = Proc::adopt(pid);
     let report = child_report(dir.path(), pid).unwrap();
     assert_eq!(report_inodes(&report), inodes, "{report}");
     for addr in [a.local_addr().unwrap(), b.local_addr().unwrap()] {
-        assert_eq!(
-            exchange(TcpStream::connect(addr).unwrap(), "x\n").unwrap(),
-            format!("pid {pid}\n")
-        );
+        assert_eq!(Session::tcp(addr).unwrap().pid().unwrap(), pid);
     }
 }
 
@@ -174,20 +171,19 @@ fn identical_port_zero_requests_get_their_own_sockets_back_in_order() {
 fn the_child_starts_with_no_signal_blocked_and_the_parent_keeps_its_mask() {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-    let dir = TempDir::new("signals");
-    let net = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([
-            NETCHILD,
+    let dir = TempDir::new("signals").unwrap();
+    let net = upgrading_to(
+        NETCHILD,
+        [
             "--listen",
             "tcp://127.0.0.1:0",
             "--report-dir",
             dir.path().to_str().unwrap(),
-        ])
-        .ready_timeout(Some(TIMEOUT))
-        .build()
-        .unwrap();
+        ],
+        TIMEOUT,
+    )
+    .build()
+    .unwrap();
     let listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
 
     // Only this test's thread: the mask is per thread.
@@ -200,7 +196,7 @@ fn the_child_starts_with_no_signal_blocked_and_the_parent_keeps_its_mask() {
     let mut after = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), Some(&mut after)).unwrap();
     let pid = upgraded.unwrap();
-    let _reaper = Reaper(pid);
+    let _child = Proc::adopt(pid);
     drop((listener, net));
 
     assert!(after.contains(Signal::SIGUSR1) && after.contains(Signal::SIGTERM));
@@ -225,16 +221,10 @@ fn the_child_starts_with_no_signal_blocked_and_the_parent_keeps_its_mask() {
 #[test]
 fn a_child_not_written_with_the_library_takes_over() {
     let python = which("python3").expect("python3 on PATH (.ci/run installs it)");
-    let dir = TempDir::new("python");
-    let script = dir.path().join("child.py");
-    std::fs::write(&script, PYTHON_CHILD).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = TempDir::new("python").unwrap();
+    let script = dir.script("child.py", PYTHON_CHILD).unwrap();
 
-    let net = Net::builder()
-        .inherit(false)
-        .executable(&python)
-        .args([python.as_os_str(), script.as_os_str(), "0".as_ref()])
-        .ready_timeout(Some(TIMEOUT))
+    let net = upgrading_to(&python, [script.as_os_str(), "0".as_ref()], TIMEOUT)
         .build()
         .unwrap();
     let listener = net
@@ -249,11 +239,12 @@ fn a_child_not_written_with_the_library_takes_over() {
     queued.write_all(b"hello\n").unwrap();
 
     let pid = net.upgrade().unwrap();
-    let _reaper = Reaper(pid);
+    let _child = Proc::adopt(pid);
     drop((listener, net));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(queued), &mut line).unwrap();
-    assert_eq!(line, format!("python {pid} web {}\n", addr.port()));
+    assert_eq!(
+        answer_of(queued, "TCP"),
+        format!("python {pid} web {}\n", addr.port())
+    );
 }
 
 const PYTHON_CHILD: &str = r#"

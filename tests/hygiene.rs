@@ -1,32 +1,33 @@
 //! Descriptor hygiene of the parent across many upgrades. This file holds a single test so
 //! that no other test of the same process opens or closes descriptors while it counts them.
 
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use grace_tests::{Reaper, exchange, fd_count, is_reaped};
+use grace_tests::upgrading_to;
 use gracenet::{Error, Net};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use testkit::line::Session;
+use testkit::process::is_reaped;
+use testkit::{Proc, TIMEOUT};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
 const CYCLES: usize = 50;
 
 fn upgrading_net() -> Net {
-    Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([
-            NETCHILD,
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--listen",
-            "udp://127.0.0.1:0",
-            "--max-seconds",
-            "30",
-        ])
-        .ready_timeout(Some(Duration::from_secs(10)))
-        .build()
-        .unwrap()
+    let args = [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--listen",
+        "udp://127.0.0.1:0",
+        "--max-seconds",
+        "30",
+    ];
+    upgrading_to(NETCHILD, args, TIMEOUT).build().unwrap()
+}
+
+/// The number of descriptors this process holds open.
+fn fd_count() -> usize {
+    testkit::procfs::fd_count(std::process::id()).expect("/proc/self/fd can be listed")
 }
 
 #[test]
@@ -50,14 +51,12 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
         let tcp = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let _udp = net.listen_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let child = net.start_process().unwrap();
-        let reaper = Reaper(child.pid());
-        let pid = child.wait_ready(Some(Duration::from_secs(10))).unwrap();
+        let reaper = Proc::adopt(child.pid());
+        let pid = child.wait_ready(Some(TIMEOUT)).unwrap();
         if i % 10 == 0 {
-            let answer = exchange(
-                TcpStream::connect(tcp.local_addr().unwrap()).unwrap(),
-                "x\n",
-            )
-            .unwrap();
+            let answer = Session::tcp(tcp.local_addr().unwrap())
+                .and_then(|mut s| s.send("x"))
+                .unwrap();
             assert!(answer.starts_with("pid "), "{answer}");
         }
         drop(reaper);
@@ -71,10 +70,7 @@ fn fifty_spawn_and_reap_cycles_leave_the_descriptor_count_unchanged() {
     assert_eq!(before, after, "descriptors leaked across {CYCLES} upgrades");
 
     // Failed attempts leak nothing either.
-    let broken = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args([NETCHILD, "--mode", "exit1"])
+    let broken = upgrading_to(NETCHILD, ["--mode", "exit1"], TIMEOUT)
         .build()
         .unwrap();
     let _l = broken.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();

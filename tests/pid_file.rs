@@ -5,47 +5,39 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
-use grace_tests::{Reaper, TempDir, wait_for};
+use grace_tests::upgrading_to;
 use gracenet::Net;
+use testkit::fs::read_pid;
+use testkit::{Proc, TIMEOUT, TempDir, wait_until};
 
 const NETCHILD: &str = env!("CARGO_BIN_EXE_netchild");
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn pid_in(path: &Path) -> Option<u32> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 /// A parent that upgrades to `netchild ARGS...`, with `pid_file` if given.
 fn parent(args: &[&str], pid_file: Option<&Path>) -> Net {
-    let mut builder = Net::builder()
-        .inherit(false)
-        .executable(NETCHILD)
-        .args(std::iter::once(NETCHILD).chain(args.iter().copied()))
-        .ready_timeout(Some(TIMEOUT));
+    let mut builder = upgrading_to(NETCHILD, args, TIMEOUT);
     if let Some(path) = pid_file {
         builder = builder.pid_file(path);
     }
     builder.build().unwrap()
 }
 
-fn upgrade(net: &Net) -> (u32, Reaper) {
+fn upgrade(net: &Net) -> (u32, Proc) {
     let _listener = net.listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let pid = net.upgrade().unwrap();
-    (pid, Reaper(pid))
+    (pid, Proc::adopt(pid))
 }
 
 #[test]
 fn the_parent_rewrites_its_pid_file_before_upgrade_returns() {
-    let dir = TempDir::new("pidfile-parent");
-    let path = dir.path().join("app.pid");
+    let dir = TempDir::new("pidfile-parent").unwrap();
+    let path = dir.join("app.pid");
     fs::write(&path, format!("{}\n", std::process::id())).unwrap();
     let net = parent(&["--listen", "tcp://127.0.0.1:0"], Some(&path));
     let old_inode = fs::metadata(&path).unwrap().ino();
     let (pid, _reaper) = upgrade(&net);
     // No wait: the rewrite is part of the commit.
-    assert_eq!(pid_in(&path), Some(pid));
+    assert_eq!(read_pid(&path), Some(pid));
     // The replaced file is freed with the `Net`, not on the commit's path.
     assert_eq!(held_inodes(&path), [old_inode]);
     drop(net);
@@ -70,8 +62,8 @@ fn held_inodes(path: &Path) -> Vec<u64> {
 /// neither write gets in the other's way (each has a temporary file of its own).
 #[test]
 fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
-    let dir = TempDir::new("pidfile-shared");
-    let path = dir.path().join("app.pid");
+    let dir = TempDir::new("pidfile-shared").unwrap();
+    let path = dir.join("app.pid");
     for round in 0..5 {
         let net = parent(
             &[
@@ -85,14 +77,14 @@ fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
             Some(&path),
         );
         let (pid, _reaper) = upgrade(&net);
-        let claimed = dir.path().join(format!("{pid}.claimed"));
+        let claimed = dir.join(format!("{pid}.claimed"));
         // The successor writes this once its claim returned, which it must (it exits on an
         // error, and the marker never appears).
         assert!(
-            wait_for(TIMEOUT, || claimed.exists().then_some(())).is_some(),
+            wait_until(TIMEOUT, || claimed.exists().then_some(())).is_some(),
             "round {round}: the successor's claim did not succeed"
         );
-        assert_eq!(pid_in(&path), Some(pid), "round {round}");
+        assert_eq!(read_pid(&path), Some(pid), "round {round}");
         let temporary: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -104,8 +96,8 @@ fn parent_and_successor_sharing_a_pid_file_both_name_the_successor() {
 
 #[test]
 fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
-    let dir = TempDir::new("pidfile-child");
-    let path = dir.path().join("app.pid");
+    let dir = TempDir::new("pidfile-child").unwrap();
+    let path = dir.join("app.pid");
     let net = parent(
         &[
             "--listen",
@@ -118,7 +110,7 @@ fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
     let (pid, _reaper) = upgrade(&net);
     drop(net);
     assert_eq!(
-        wait_for(TIMEOUT, || pid_in(&path).filter(|&p| p == pid)),
+        wait_until(TIMEOUT, || read_pid(&path).filter(|&p| p == pid)),
         Some(pid),
         "the successor never wrote its pid file"
     );
@@ -126,8 +118,8 @@ fn a_successor_claims_the_pid_file_its_parent_did_not_write() {
 
 #[test]
 fn a_failed_upgrade_leaves_the_pid_file_and_nothing_else() {
-    let dir = TempDir::new("pidfile-failed");
-    let path = dir.path().join("app.pid");
+    let dir = TempDir::new("pidfile-failed").unwrap();
+    let path = dir.join("app.pid");
     let me = std::process::id();
     fs::write(&path, format!("{me}\n")).unwrap();
     let net = parent(&["--mode", "exit1"], Some(&path));
@@ -137,7 +129,7 @@ fn a_failed_upgrade_leaves_the_pid_file_and_nothing_else() {
         matches!(err, gracenet::Error::ChildExited { .. }),
         "{err:?}"
     );
-    assert_eq!(pid_in(&path), Some(me));
+    assert_eq!(read_pid(&path), Some(me));
     let names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -3,15 +3,15 @@
 mod util;
 
 use std::ffi::OsStr;
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
+use testkit::fs::point_link;
+use testkit::line::Session;
+use testkit::{Output, Proc, Spawned, TIMEOUT, TempDir, free_addr, spawn, wait_until, which};
 
-use util::{
-    Output, Proc, Session, TIMEOUT, TempDir, find_on_path, free_addr, point_link, spawn,
-    wait_for_pid, wait_for_pid_file, wait_until,
-};
+use util::{assert_no_panic, wait_for_pid, wait_for_pid_file};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 
@@ -21,15 +21,19 @@ fn exit_code(proc: &mut Proc, log: &Output) -> i32 {
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", log.text()))
 }
 
-fn assert_no_panic(log: &str) {
-    assert!(!log.contains("panicked"), "a process panicked:\n{log}");
+/// An `echo` serving on TCP, on a unix socket and with a pid file, all in `dir`, once it
+/// answers and has written its pid file.
+struct Served {
+    server: Spawned,
+    pid: u32,
+    addr: SocketAddr,
+    sock: PathBuf,
+    pid_file: PathBuf,
 }
 
-#[test]
-fn upgrade_hands_over_both_sockets_and_drains_the_open_session() {
-    let dir = TempDir::new("up");
-    let sock = dir.path().join("echo.sock");
-    let pid_file = dir.path().join("echo.pid");
+fn serve_tcp_and_unix(dir: &TempDir) -> Served {
+    let sock = dir.join("echo.sock");
+    let pid_file = dir.join("echo.pid");
     let addr = free_addr();
     let addr_arg = addr.to_string();
     let args = [
@@ -40,10 +44,36 @@ fn upgrade_hands_over_both_sockets_and_drains_the_open_session() {
         OsStr::new("--pid-file"),
         pid_file.as_os_str(),
     ];
-    let mut old = spawn(ECHO, args);
-    let p0 = old.proc.pid();
-    assert_eq!(wait_for_pid(addr, |_| true), p0);
-    wait_for_pid_file(&pid_file, p0);
+    let server = spawn(ECHO, args);
+    let pid = server.proc.pid();
+    assert_eq!(wait_for_pid(addr, |_| true), pid);
+    wait_for_pid_file(&pid_file, pid);
+    Served {
+        server,
+        pid,
+        addr,
+        sock,
+        pid_file,
+    }
+}
+
+/// Runs `echo` with `args` to its end; returns its exit code and stderr, which holds no panic.
+fn run(args: &[&str]) -> (i32, String) {
+    let done = spawn(ECHO, args).finish();
+    assert_no_panic(&done.stderr);
+    (done.code, done.stderr)
+}
+
+#[test]
+fn upgrade_hands_over_both_sockets_and_drains_the_open_session() {
+    let dir = TempDir::new("up").unwrap();
+    let Served {
+        server: mut old,
+        pid: p0,
+        addr,
+        sock,
+        pid_file,
+    } = serve_tcp_and_unix(&dir);
 
     let mut session = Session::tcp(addr).unwrap();
     assert_eq!(session.pid().unwrap(), p0);
@@ -74,7 +104,7 @@ fn upgrade_hands_over_both_sockets_and_drains_the_open_session() {
         "the old process left its open session:\n{log}"
     );
     assert_eq!(session.send("still here").unwrap(), "still here");
-    session.expect_eof();
+    session.assert_eof();
     drop(session);
     assert_eq!(exit_code(&mut old.proc, &old.stderr), 0);
     assert!(
@@ -100,16 +130,18 @@ fn upgrade_hands_over_both_sockets_and_drains_the_open_session() {
 
 #[test]
 fn failed_upgrades_keep_the_old_process_serving() {
-    let dir = TempDir::new("fail");
+    let dir = TempDir::new("fail").unwrap();
     // Deploys replace what this path points to; every upgrade executes the path again.
-    let link = dir.path().join("echo");
-    point_link(&link, Path::new(ECHO));
-    let exits = dir.script("exits.sh", "#!/bin/sh\nexit 3\n");
-    let started = dir.path().join("hangs.started");
-    let hangs = dir.script(
-        "hangs.sh",
-        &format!("#!/bin/sh\n: > '{}'\nexec sleep 60\n", started.display()),
-    );
+    let link = dir.join("echo");
+    point_link(&link, Path::new(ECHO)).unwrap();
+    let exits = dir.script("exits.sh", "#!/bin/sh\nexit 3\n").unwrap();
+    let started = dir.join("hangs.started");
+    let hangs = dir
+        .script(
+            "hangs.sh",
+            &format!("#!/bin/sh\n: > '{}'\nexec sleep 60\n", started.display()),
+        )
+        .unwrap();
     let addr = free_addr();
     let args = [
         "--tcp".to_owned(),
@@ -124,7 +156,7 @@ fn failed_upgrades_keep_the_old_process_serving() {
     assert_eq!(session.pid().unwrap(), p0);
 
     // A new version that exits at once.
-    point_link(&link, &exits);
+    point_link(&link, &exits).unwrap();
     old.proc.signal(Signal::SIGUSR2);
     old.stderr.wait_for(&format!(
         "echo[{p0}]: upgrade failed, still serving: new process"
@@ -135,7 +167,7 @@ fn failed_upgrades_keep_the_old_process_serving() {
     assert_eq!(session.send("after exit 3").unwrap(), "after exit 3");
 
     // A new version that never reports ready, and a second request while it is starting.
-    point_link(&link, &hangs);
+    point_link(&link, &hangs).unwrap();
     old.proc.signal(Signal::SIGUSR2);
     let running = wait_until(TIMEOUT, || started.exists().then_some(()));
     assert!(
@@ -153,14 +185,14 @@ fn failed_upgrades_keep_the_old_process_serving() {
     assert_eq!(session.send("after a hang").unwrap(), "after a hang");
 
     // The good binary again: the next request works.
-    point_link(&link, Path::new(ECHO));
+    point_link(&link, Path::new(ECHO)).unwrap();
     old.proc.signal(Signal::SIGUSR2);
     let p1 = wait_for_pid(addr, |pid| pid != p0);
     let mut new = Proc::adopt(p1);
     old.stderr
         .wait_for(&format!("echo[{p0}]: stopped accepting; draining"));
     assert_eq!(session.send("last line").unwrap(), "last line");
-    session.expect_eof();
+    session.assert_eof();
     drop(session);
     assert_eq!(exit_code(&mut old.proc, &old.stderr), 0);
 
@@ -177,7 +209,7 @@ fn failed_upgrades_keep_the_old_process_serving() {
 
 #[test]
 fn runs_under_systemd_socket_activation() {
-    let Some(activate) = find_on_path("systemd-socket-activate") else {
+    let Some(activate) = which("systemd-socket-activate") else {
         panic!(
             "systemd-socket-activate is not on PATH: install Debian's `systemd` package \
              (apt-get install systemd), which provides it"
@@ -228,23 +260,14 @@ fn runs_under_systemd_socket_activation() {
 
 #[test]
 fn stop_signal_closes_the_ports_and_drains_the_open_session() {
-    let dir = TempDir::new("stop");
-    let sock = dir.path().join("echo.sock");
-    let pid_file = dir.path().join("echo.pid");
-    let addr = free_addr();
-    let addr_arg = addr.to_string();
-    let args = [
-        OsStr::new("--tcp"),
-        OsStr::new(&addr_arg),
-        OsStr::new("--unix"),
-        sock.as_os_str(),
-        OsStr::new("--pid-file"),
-        pid_file.as_os_str(),
-    ];
-    let mut server = spawn(ECHO, args);
-    let pid = server.proc.pid();
-    assert_eq!(wait_for_pid(addr, |_| true), pid);
-    wait_for_pid_file(&pid_file, pid);
+    let dir = TempDir::new("stop").unwrap();
+    let Served {
+        mut server,
+        pid,
+        addr,
+        sock,
+        pid_file,
+    } = serve_tcp_and_unix(&dir);
     let mut session = Session::unix(&sock).unwrap();
     assert_eq!(session.pid().unwrap(), pid);
 
@@ -263,7 +286,7 @@ fn stop_signal_closes_the_ports_and_drains_the_open_session() {
     let refused = std::net::TcpStream::connect(addr).map(|_| ()).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     assert_eq!(session.send("bye").unwrap(), "bye");
-    session.expect_eof();
+    session.assert_eof();
     drop(session);
 
     assert_eq!(exit_code(&mut server.proc, &server.stderr), 0);
@@ -289,7 +312,7 @@ fn the_drain_timeout_bounds_silent_sessions() {
 
     server.proc.signal(Signal::SIGTERM);
     assert_eq!(exit_code(&mut server.proc, &server.stderr), 0);
-    silent.expect_eof();
+    silent.assert_eof();
     let log = server.stderr.complete();
     assert!(
         log.contains(&format!("echo[{pid}]: drain timeout: dropping")),
@@ -314,9 +337,7 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&["stray"], "stray"),
     ];
     for (args, value) in cases {
-        let mut echo = spawn(ECHO, args);
-        let code = exit_code(&mut echo.proc, &echo.stderr);
-        let stderr = echo.stderr.complete();
+        let (code, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("echo: "), "{args:?}: {stderr}");
@@ -325,7 +346,6 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
             "{stderr}"
         );
         assert!(stderr.contains(value), "{args:?}: {stderr}");
-        assert_no_panic(&stderr);
     }
 }
 
@@ -333,13 +353,10 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
 fn an_address_in_use_exits_1_naming_it() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();
-    let mut echo = spawn(ECHO, ["--tcp".to_owned(), addr.to_string()]);
-    let code = exit_code(&mut echo.proc, &echo.stderr);
-    let stderr = echo.stderr.complete();
+    let (code, stderr) = run(&["--tcp", &addr.to_string()]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&addr.to_string()), "{stderr}");
-    assert_no_panic(&stderr);
 }
 
 #[test]
@@ -347,9 +364,8 @@ fn a_malformed_listen_environment_exits_1_naming_the_variable() {
     // `exec` keeps the shell's pid, so LISTEN_PID names the echo process, as systemd would.
     let script = r#"LISTEN_PID=$$ LISTEN_FDS=abc exec "$0" --tcp "$1""#;
     let addr = free_addr().to_string();
-    let mut echo = spawn("/bin/sh", ["-c", script, ECHO, &addr]);
-    let code = exit_code(&mut echo.proc, &echo.stderr);
-    let stderr = echo.stderr.complete();
+    let done = spawn("/bin/sh", ["-c", script, ECHO, &addr]).finish();
+    let (code, stderr) = (done.code, done.stderr);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("echo: "), "{stderr}");
@@ -362,9 +378,9 @@ fn a_malformed_listen_environment_exits_1_naming_the_variable() {
 
 #[test]
 fn help_exits_0_and_lists_the_flags() {
-    let mut echo = spawn(ECHO, ["--help"]);
-    assert_eq!(exit_code(&mut echo.proc, &echo.stderr), 0);
-    let usage = echo.stdout.complete();
+    let done = spawn(ECHO, ["--help"]).finish();
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let usage = done.stdout;
     for flag in [
         "--tcp",
         "--unix",

@@ -12,26 +12,15 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use testkit::blocking::Client;
+use testkit::procfs::{self, group_members};
+use testkit::{TIMEOUT, wait_until};
 
-use util::demo::{Client, Demo, GRACEDEMO, group_members};
-use util::{TIMEOUT, wait_until};
+use util::demo::{Demo, GRACEDEMO};
 
-/// Clock ticks of CPU time (user + system) a process has used, from /proc/PID/stat.
+/// Clock ticks of CPU time (user + system) process `pid` has used.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
+    procfs::stat(pid).map_or(0, |s| s.cpu_ticks())
 }
 
 #[test]
@@ -44,6 +33,7 @@ fn out_of_descriptors_pauses_accepting_and_recovers() {
                 "low-fd-limit.sh",
                 &format!("#!/bin/sh\nulimit -n 64 || exit 99\nexec '{GRACEDEMO}' \"$@\"\n"),
             )
+            .expect("the wrapper script")
         },
         &[],
     );

@@ -13,9 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use testkit::blocking::Client;
+use testkit::fs::{point_link, read_pid};
+use testkit::http::trickle;
+use testkit::metrics;
+use testkit::procfs::{group_members, process_exists};
+use testkit::{TIMEOUT, wait_until};
 
-use util::demo::{Client, Demo, GRACEDEMO, group_members, process_exists, trickle};
-use util::{TIMEOUT, point_link, wait_until};
+use util::demo::{Demo, GRACEDEMO};
 
 #[test]
 fn broken_new_binaries_leave_the_old_process_serving() {
@@ -24,23 +29,26 @@ fn broken_new_binaries_leave_the_old_process_serving() {
         "broken",
         |dir| {
             // Deploys replace what this path points to; every upgrade executes the path again.
-            let path = dir.path().join("gracedemo");
-            point_link(&path, Path::new(GRACEDEMO));
+            let path = dir.join("gracedemo");
+            point_link(&path, Path::new(GRACEDEMO)).expect("the link");
             link = Some(path.clone());
             path
         },
         &["--ready-timeout", "1s"],
     );
     let link = link.expect("the link was made");
-    let exits = demo.dir.script("exits.sh", "#!/bin/sh\nexit 3\n");
-    let hang_pid = demo.dir.path().join("hangs.pid");
-    let hangs = demo.dir.script(
-        "hangs.sh",
-        &format!(
-            "#!/bin/sh\necho $$ > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexec sleep 60\n",
-            hang_pid.display()
-        ),
-    );
+    let exits = demo.dir.script("exits.sh", "#!/bin/sh\nexit 3\n").unwrap();
+    let hang_pid = demo.dir.join("hangs.pid");
+    let hangs = demo
+        .dir
+        .script(
+            "hangs.sh",
+            &format!(
+                "#!/bin/sh\necho $$ > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexec sleep 60\n",
+                hang_pid.display()
+            ),
+        )
+        .unwrap();
     let client = Client::new();
     let old = demo.pid();
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +66,7 @@ fn broken_new_binaries_leave_the_old_process_serving() {
     ));
 
     // A new version that exits at once.
-    point_link(&link, &exits);
+    point_link(&link, &exits).unwrap();
     demo.signal(Signal::SIGUSR2);
     demo.log
         .wait_for(&format!("upgrade failed; still serving pid={old}"));
@@ -66,12 +74,10 @@ fn broken_new_binaries_leave_the_old_process_serving() {
         .wait_for("exited with status 3 before it was ready");
 
     // A new version that never reports ready; a second upgrade request while it starts.
-    point_link(&link, &hangs);
+    point_link(&link, &hangs).unwrap();
     demo.signal(Signal::SIGUSR2);
-    let hanging: u32 = wait_until(TIMEOUT, || {
-        std::fs::read_to_string(&hang_pid).ok()?.trim().parse().ok()
-    })
-    .unwrap_or_else(|| panic!("the hanging version never ran:\n{}", demo.log.text()));
+    let hanging: u32 = wait_until(TIMEOUT, || read_pid(&hang_pid))
+        .unwrap_or_else(|| panic!("the hanging version never ran:\n{}", demo.log.text()));
     demo.signal(Signal::SIGUSR2);
     demo.log.wait_for(&format!(
         "upgrade requested while one is in progress; refused pid={old}"
@@ -98,17 +104,14 @@ fn broken_new_binaries_leave_the_old_process_serving() {
     }
     let metrics = client.get(&demo.admin(), "/metrics").expect("metrics").body;
     assert_eq!(
-        util::demo::metric(&metrics, "gracehttp_upgrades_total{result=\"failed\"}"),
+        metrics::count(&metrics, "gracehttp_upgrades_total{result=\"failed\"}"),
         Some(2),
         "{metrics}"
     );
-    assert_eq!(
-        util::demo::metric(&metrics, "gracehttp_generation"),
-        Some(0)
-    );
+    assert_eq!(metrics::count(&metrics, "gracehttp_generation"), Some(0));
 
     // The real binary again: a clean handover.
-    point_link(&link, Path::new(GRACEDEMO));
+    point_link(&link, Path::new(GRACEDEMO)).unwrap();
     let new = demo.upgrade();
     client
         .get(&demo.http(), "/pid")
@@ -117,7 +120,7 @@ fn broken_new_binaries_leave_the_old_process_serving() {
     assert_eq!(demo.exit_code(old), 0);
     let members = group_members(demo.group());
     assert_eq!(
-        members.iter().map(|m| m.0).collect::<Vec<_>>(),
+        members.iter().map(|m| m.pid).collect::<Vec<_>>(),
         [new],
         "processes of the group besides the new generation: {members:?}"
     );

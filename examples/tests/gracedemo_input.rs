@@ -13,27 +13,24 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{StatusCode, Version};
-use nix::sys::signal::Signal;
 use rustls::pki_types::ServerName;
+use testkit::blocking::Client;
+use testkit::certs::Ca;
+use testkit::http::H2;
+use testkit::procfs::group_members;
+use testkit::tls::client_config;
+use testkit::{TIMEOUT, TempDir, free_addr, spawn};
 
-use util::demo::{Ca, Client, Demo, GRACEDEMO, H2, client_config, group_members};
-use util::{TIMEOUT, TempDir, free_addr, spawn};
-
-fn assert_no_panic(log: &str) {
-    assert!(!log.contains("panicked"), "a process panicked:\n{log}");
-}
+use util::assert_no_panic;
+use util::demo::{Demo, GRACEDEMO};
 
 /// Runs `gracedemo` with `args` and returns its exit code and stderr.
 fn run(args: &[String]) -> (i32, String) {
-    let mut demo = spawn(GRACEDEMO, args);
-    let code = demo
-        .proc
-        .wait_exit()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}; stderr:\n{}", demo.stderr.text()));
+    let demo = spawn(GRACEDEMO, args);
     let group = demo.proc.pid();
-    let stderr = demo.stderr.complete();
+    let done = demo.finish();
     assert!(group_members(group).is_empty(), "{args:?}");
-    (code, stderr)
+    (done.code, done.stderr)
 }
 
 /// Checks one failed start: the exit code, one line on stderr that starts with the program's
@@ -105,18 +102,18 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
 
 #[test]
 fn start_up_errors_exit_1_with_one_line_naming_the_problem() {
-    let dir = TempDir::new("bad");
-    let ca = Ca::new();
-    let (good, other) = (ca.leaf(), ca.leaf());
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let other_key = dir.path().join("other-key.pem");
-    let garbage = dir.path().join("garbage.pem");
+    let dir = TempDir::new("bad").unwrap();
+    let ca = Ca::new().unwrap();
+    let (good, other) = (ca.leaf().unwrap(), ca.leaf().unwrap());
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let other_key = dir.join("other-key.pem");
+    let garbage = dir.join("garbage.pem");
     std::fs::write(&cert, &good.cert_pem).expect("write cert");
     std::fs::write(&key, &good.key_pem).expect("write key");
     std::fs::write(&other_key, &other.key_pem).expect("write key");
     std::fs::write(&garbage, b"\x16\x03\x01 not PEM at all\n").expect("write garbage");
-    let missing = dir.path().join("missing.pem");
+    let missing = dir.join("missing.pem");
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let tls = |cert: &std::path::Path, key: &std::path::Path| {
         vec![
@@ -176,7 +173,7 @@ impl Noise {
 
 /// The first bytes a TLS client sends: a whole ClientHello record.
 fn client_hello(config: Arc<rustls::ClientConfig>) -> Vec<u8> {
-    let name = ServerName::try_from("localhost").expect("name");
+    let name = ServerName::try_from(testkit::tls::SERVER_NAME).expect("name");
     let mut conn = rustls::ClientConnection::new(config, name).expect("client connection");
     let mut out = Vec::new();
     while conn.wants_write() {
@@ -215,7 +212,7 @@ fn garbage_on_the_ports_closes_the_connection_and_nothing_else() {
         | 1;
     eprintln!("noise seed {seed}");
     let mut noise = Noise(seed);
-    let hello = client_hello(client_config(&demo.ca.der, &[b"h2", b"http/1.1"]));
+    let hello = client_hello(client_config(&demo.ca.der, &[b"h2", b"http/1.1"]).unwrap());
 
     let mut long_line = b"GET /".to_vec();
     long_line.extend(std::iter::repeat_n(b'a', 1 << 20));
@@ -279,7 +276,5 @@ fn garbage_on_the_ports_closes_the_connection_and_nothing_else() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body, "ok\n");
 
-    demo.signal(Signal::SIGTERM);
-    assert_eq!(demo.exit_code(pid), 0);
-    demo.assert_no_panic();
+    demo.stop(pid);
 }

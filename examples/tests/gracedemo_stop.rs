@@ -12,11 +12,33 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use testkit::TIMEOUT;
+use testkit::blocking::{Client, Pending};
+use testkit::http::{BoxError, Reply, get_once};
+use testkit::procfs::group_members;
 
-use util::TIMEOUT;
-use util::demo::{Client, Demo, group_members};
+use util::demo::Demo;
 
 const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+
+/// A request running on the client's runtime.
+type InFlight = Pending<Result<Reply, BoxError>>;
+
+/// Starts `GET path` on the HTTP and on the HTTPS port (HTTP/1.1), and waits until the server
+/// counts both; returns them by port.
+fn in_flight_on_both_ports(
+    demo: &Demo,
+    client: &Client,
+    path: &str,
+) -> [(&'static str, InFlight); 2] {
+    let http = client.spawn(get_once(demo.http(), path.into()));
+    let https = client.spawn(get_once(demo.https(ALPN_H1), path.into()));
+    for server in ["http-0", "https-0"] {
+        let series = format!("gracehttp_requests_total{{server=\"{server}\"}}");
+        client.wait_metric_at_least(&demo.admin(), &series, 1);
+    }
+    [("http", http), ("https", https)]
+}
 
 /// A request in flight when `SIGTERM` arrives is answered (200, the old pid, `Connection:
 /// close`), the ports close at once, and the process exits 0 without leaving its pid file.
@@ -24,18 +46,8 @@ const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
 fn stop_finishes_the_request_in_flight_and_exits_0() {
     let mut demo = Demo::start("term", &[]);
     let client = Client::new();
-    let admin = demo.admin();
     let pid = demo.pid();
-    let slow_http = client.spawn(util::demo::get_once(
-        demo.http(),
-        "/sleep/?duration=2s".into(),
-    ));
-    let slow_https = client.spawn(util::demo::get_once(
-        demo.https(ALPN_H1),
-        "/sleep/?duration=2s".into(),
-    ));
-    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
-    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"https-0\"}", 1);
+    let slow = in_flight_on_both_ports(&demo, &client, "/sleep/?duration=2s");
 
     demo.signal(Signal::SIGTERM);
     demo.log.wait_for(&format!("draining pid={pid} active="));
@@ -50,7 +62,7 @@ fn stop_finishes_the_request_in_flight_and_exits_0() {
         Err(ErrorKind::ConnectionRefused),
         "the HTTP port still accepts connections after SIGTERM"
     );
-    for (port, slow) in [("http", slow_http), ("https", slow_https)] {
+    for (port, slow) in slow {
         let reply = slow.wait().unwrap_or_else(|e| panic!("{port}: {e:?}"));
         reply.assert_ok_from(pid);
         assert!(reply.body.contains("slept for 2s"), "{reply:?}");
@@ -76,18 +88,8 @@ fn stop_cuts_a_request_longer_than_the_stop_timeout() {
         &["--stop-timeout", "500ms", "--kill-timeout", "500ms"],
     );
     let client = Client::new();
-    let admin = demo.admin();
     let pid = demo.pid();
-    let endless_http = client.spawn(util::demo::get_once(
-        demo.http(),
-        "/sleep/?duration=30s".into(),
-    ));
-    let endless_https = client.spawn(util::demo::get_once(
-        demo.https(ALPN_H1),
-        "/sleep/?duration=30s".into(),
-    ));
-    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
-    client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"https-0\"}", 1);
+    let endless = in_flight_on_both_ports(&demo, &client, "/sleep/?duration=30s");
 
     let signalled = Instant::now();
     demo.signal(Signal::SIGTERM);
@@ -103,7 +105,7 @@ fn stop_cuts_a_request_longer_than_the_stop_timeout() {
         took < Duration::from_secs(5),
         "stop timeout 500ms + kill timeout 500ms, but the exit took {took:?}"
     );
-    for (port, endless) in [("http", endless_http), ("https", endless_https)] {
+    for (port, endless) in endless {
         let cut = endless.wait();
         assert!(
             cut.is_err(),
@@ -129,10 +131,7 @@ fn a_second_sigint_forces_the_stop() {
     let client = Client::new();
     let admin = demo.admin();
     let pid = demo.pid();
-    let endless = client.spawn(util::demo::get_once(
-        demo.http(),
-        "/sleep/?duration=60s".into(),
-    ));
+    let endless = client.spawn(get_once(demo.http(), "/sleep/?duration=60s".into()));
     client.wait_metric_at_least(&admin, "gracehttp_requests_total{server=\"http-0\"}", 1);
 
     demo.signal(Signal::SIGINT);

@@ -9,9 +9,12 @@ mod util;
 
 use nix::sys::signal::Signal;
 use rustls::pki_types::CertificateDer;
+use testkit::blocking::Client;
+use testkit::fs::replace_file;
+use testkit::http::{H1, Target};
+use testkit::{TIMEOUT, wait_until};
 
-use util::demo::{Client, Demo, H1, Target, replace_file, write_leaf};
-use util::{TIMEOUT, wait_until};
+use util::demo::Demo;
 
 const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
 
@@ -36,8 +39,8 @@ fn sighup_reloads_the_certificate_and_keeps_the_last_good_one() {
         .assert_ok_from(pid);
 
     // A new certificate (and key) at the same paths.
-    let second = demo.ca.leaf();
-    write_leaf(&demo.cert, &demo.key, &second);
+    let second = demo.ca.leaf().unwrap();
+    second.write(&demo.cert, &demo.key).unwrap();
     demo.signal(Signal::SIGHUP);
     let mut last = None;
     let switched = wait_until(TIMEOUT, || {
@@ -68,7 +71,7 @@ fn sighup_reloads_the_certificate_and_keeps_the_last_good_one() {
         .assert_ok_from(pid);
 
     // A certificate file of garbage: the reload fails, and the second certificate stays.
-    replace_file(&demo.cert, b"\x00\x01 this is not PEM \xff\n");
+    replace_file(&demo.cert, b"\x00\x01 this is not PEM \xff\n").unwrap();
     demo.signal(Signal::SIGHUP);
     demo.log.wait_for(&format!(
         "certificate reload failed; keeping the old one pid={pid}"
@@ -77,8 +80,8 @@ fn sighup_reloads_the_certificate_and_keeps_the_last_good_one() {
     client.wait_metric_at_least(&demo.admin(), "gracehttp_tls_reloads_failed_total", 1);
 
     // A valid certificate with the wrong key: refused too.
-    let third = demo.ca.leaf();
-    replace_file(&demo.cert, third.cert_pem.as_bytes());
+    let third = demo.ca.leaf().unwrap();
+    replace_file(&demo.cert, third.cert_pem.as_bytes()).unwrap();
     demo.signal(Signal::SIGHUP);
     demo.log.wait_for_count(
         &format!("certificate reload failed; keeping the old one pid={pid}"),

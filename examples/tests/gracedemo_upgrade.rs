@@ -13,9 +13,14 @@ use std::time::Instant;
 
 use http::{StatusCode, Version};
 use nix::sys::signal::Signal;
+use testkit::TIMEOUT;
+use testkit::blocking::Client;
+use testkit::http::{H1, H2, Target, get_once, is_reset};
+use testkit::metrics;
+use testkit::procfs::group_members;
 
-use util::TIMEOUT;
-use util::demo::{Client, Demo, H1, H2, group_members, is_reset, ready_line};
+use util::demo::{Demo, ready_line};
+use util::wait_for_pid_file;
 
 const SLOW: &str = "/sleep/?duration=3s";
 const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
@@ -40,8 +45,8 @@ fn slow_requests_finish_on_the_old_process_across_two_upgrades() {
         let old = demo.pid();
         let seen_http = client.metric(&admin, &requests("http-0")).unwrap_or(0);
         let seen_https = client.metric(&admin, &requests("https-0")).unwrap_or(0);
-        let slow_http = client.spawn(util::demo::get_once(http.clone(), SLOW.into()));
-        let slow_https = client.spawn(util::demo::get_once(https.clone(), SLOW.into()));
+        let slow_http = client.spawn(get_once(http.clone(), SLOW.into()));
+        let slow_https = client.spawn(get_once(https.clone(), SLOW.into()));
         // Both slow requests have reached the old process before it is told to upgrade.
         client.wait_metric_at_least(&admin, &requests("http-0"), seen_http + 1);
         client.wait_metric_at_least(&admin, &requests("https-0"), seen_https + 1);
@@ -58,12 +63,12 @@ fn slow_requests_finish_on_the_old_process_across_two_upgrades() {
         }
         let metrics = client.get(&admin, "/metrics").expect("metrics").body;
         assert_eq!(
-            util::demo::metric(&metrics, "gracehttp_generation"),
+            metrics::count(&metrics, "gracehttp_generation"),
             Some(round),
             "{metrics}"
         );
         assert_eq!(
-            util::demo::metric(&metrics, "gracehttp_process_id"),
+            metrics::count(&metrics, "gracehttp_process_id"),
             Some(u64::from(new))
         );
 
@@ -80,7 +85,7 @@ fn slow_requests_finish_on_the_old_process_across_two_upgrades() {
             );
         }
         assert_eq!(demo.exit_code(old), 0);
-        util::wait_for_pid_file(&demo.pid_file, new);
+        wait_for_pid_file(&demo.pid_file, new);
         demo.log.wait_for(&ready_line(new, round));
     }
 
@@ -153,10 +158,7 @@ fn http2_streams_in_flight_finish_across_an_upgrade() {
              {after:?}"
         );
     }
-
-    demo.signal(Signal::SIGTERM);
-    assert_eq!(demo.exit_code(new), 0);
-    demo.assert_no_panic();
+    demo.stop(new);
 }
 
 /// `SIGUSR2` back to back, and once more as soon as the upgrade has started, start exactly one
@@ -182,10 +184,7 @@ fn upgrade_signals_back_to_back_start_one_generation() {
         .expect("pid")
         .assert_ok_from(new);
     let metrics = client.get(&demo.admin(), "/metrics").expect("metrics").body;
-    assert_eq!(
-        util::demo::metric(&metrics, "gracehttp_generation"),
-        Some(1)
-    );
+    assert_eq!(metrics::count(&metrics, "gracehttp_generation"), Some(1));
     assert_eq!(demo.exit_code(old), 0);
 
     let log = demo.log.text();
@@ -203,14 +202,11 @@ fn upgrade_signals_back_to_back_start_one_generation() {
     // Nothing but the new generation is left in the process group.
     let members = group_members(demo.group());
     assert_eq!(
-        members.iter().map(|m| m.0).collect::<Vec<_>>(),
+        members.iter().map(|m| m.pid).collect::<Vec<_>>(),
         [new],
         "{members:?}\n{log}"
     );
-
-    demo.signal(Signal::SIGTERM);
-    assert_eq!(demo.exit_code(new), 0);
-    demo.assert_no_panic();
+    demo.stop(new);
 }
 
 /// Idle keep-alive connections of the old process, used right after the handover: each
@@ -230,7 +226,7 @@ fn idle_keep_alive_connections_are_closed_cleanly_at_the_handover() {
         }
         targets
     };
-    let open = |targets: &[util::demo::Target]| -> Vec<H1> {
+    let open = |targets: &[Target]| -> Vec<H1> {
         targets
             .iter()
             .map(|target| {
@@ -294,9 +290,7 @@ fn idle_keep_alive_connections_are_closed_cleanly_at_the_handover() {
         "{problems:#?}\nlog:\n{}",
         demo.log.text()
     );
-    demo.signal(Signal::SIGTERM);
-    assert_eq!(demo.exit_code(new), 0);
-    demo.assert_no_panic();
+    demo.stop(new);
 }
 
 /// A client that connects and says nothing, on the plain port and after a TLS handshake,
@@ -352,7 +346,5 @@ fn silent_connections_do_not_hold_the_old_process() {
     let reply = client.get(&demo.http(), "/").expect("new process");
     assert_eq!(reply.status, StatusCode::OK);
     reply.assert_ok_from(new);
-    demo.signal(Signal::SIGTERM);
-    assert_eq!(demo.exit_code(new), 0);
-    demo.assert_no_panic();
+    demo.stop(new);
 }

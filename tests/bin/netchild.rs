@@ -192,9 +192,9 @@ fn run() -> anyhow::Result<()> {
     for (name, endpoint) in &args.listen {
         let (l, _) = net.listen(endpoint, name.as_deref())?;
         let (inode, (cloexec, nonblock)) = match &l {
-            Listener::Tcp(l) => (grace_tests::socket_inode(l)?, flags(l)?),
-            Listener::Unix(l) => (grace_tests::socket_inode(l)?, flags(l)?),
-            Listener::Udp(s) => (grace_tests::socket_inode(s)?, flags(s)?),
+            Listener::Tcp(l) => (testkit::procfs::socket_inode(l)?, flags(l)?),
+            Listener::Unix(l) => (testkit::procfs::socket_inode(l)?, flags(l)?),
+            Listener::Udp(s) => (testkit::procfs::socket_inode(s)?, flags(s)?),
             _ => bail!("unexpected listener"),
         };
         report.push_str(&format!(

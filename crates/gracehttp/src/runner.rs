@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use gracedown::{StopTimeouts, Summary};
 use gracenet::Net;
 use tokio::signal::unix::Signal;
+use tokio::sync::oneshot::error::RecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -18,6 +19,10 @@ use crate::{Error, Event, Handle, Tls};
 
 /// How an upgrade ended: the new process's pid once it serves, or why it does not.
 type UpgradeResult = Result<u32, gracenet::Error>;
+
+/// Where the result of an upgrade in progress comes; it comes as `Err` if the upgrade's thread
+/// ended without sending one.
+type UpgradeReceiver = oneshot::Receiver<UpgradeResult>;
 
 /// A started runner: every server accepts.
 #[derive(Debug)]
@@ -35,7 +40,7 @@ pub(crate) struct Runner {
     /// Tells the accept loops that this is a final stop (see `accept_loop`).
     pub(crate) closing: watch::Sender<bool>,
     /// The upgrade in progress: where its result will come.
-    pub(crate) upgrade: Option<oneshot::Receiver<UpgradeResult>>,
+    pub(crate) upgrade: Option<UpgradeReceiver>,
     pub(crate) pid: u32,
 }
 
@@ -102,13 +107,13 @@ impl Runner {
     }
 
     /// Reports how an upgrade ended; returns the new process's pid when it took over.
-    fn upgrade_ended(&mut self, result: UpgradeResult) -> Option<u32> {
+    fn upgrade_ended(&mut self, result: Result<UpgradeResult, RecvError>) -> Option<u32> {
         self.upgrade = None;
         let pid = self.pid;
-        let metrics = self.handle.metrics();
         match result {
-            Ok(new_pid) => {
-                metrics.upgrades_done.fetch_add(1, Ordering::Relaxed);
+            Ok(Ok(new_pid)) => {
+                let done = &self.handle.metrics().upgrades_done;
+                done.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     pid,
                     new_pid,
@@ -117,20 +122,25 @@ impl Runner {
                 self.handle.emit(Event::UpgradeDone { pid: new_pid });
                 Some(new_pid)
             }
-            Err(gracenet::Error::Cancelled) => {
+            Ok(Err(gracenet::Error::Cancelled)) => {
                 tracing::info!(pid, "upgrade cancelled: the new process was killed");
                 let reason = gracenet::Error::Cancelled.to_string();
                 self.handle.emit(Event::UpgradeFailed { reason });
                 None
             }
-            Err(e) => {
-                metrics.upgrades_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(pid, error = %e, "upgrade failed; still serving");
-                let reason = e.to_string();
-                self.handle.emit(Event::UpgradeFailed { reason });
-                None
+            Ok(Err(e)) => self.upgrade_failed(e.to_string()),
+            Err(RecvError { .. }) => {
+                self.upgrade_failed("the upgrade thread ended without a result".to_owned())
             }
         }
+    }
+
+    fn upgrade_failed(&self, reason: String) -> Option<u32> {
+        let failed = &self.handle.metrics().upgrades_failed;
+        failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pid = self.pid, error = %reason, "upgrade failed; still serving");
+        self.handle.emit(Event::UpgradeFailed { reason });
+        None
     }
 
     /// Stops: an upgrade in progress is cancelled (its new process, not yet committed, is
@@ -295,18 +305,12 @@ async fn recv(signal: &mut Option<Signal>) -> Option<()> {
     }
 }
 
-/// The result of the upgrade in progress; never, without one. A thread that ended without
-/// sending one (it panicked) counts as a failed upgrade.
+/// The result of the upgrade in progress; never, without one.
 async fn upgrade_result(
-    upgrade: &mut Option<oneshot::Receiver<UpgradeResult>>,
-) -> Option<UpgradeResult> {
+    upgrade: &mut Option<UpgradeReceiver>,
+) -> Option<Result<UpgradeResult, RecvError>> {
     match upgrade {
-        Some(rx) => Some(rx.await.unwrap_or_else(|_| {
-            Err(gracenet::Error::Wait {
-                pid: 0,
-                source: std::io::Error::other("the upgrade thread ended without a result"),
-            })
-        })),
+        Some(rx) => Some(rx.await),
         None => std::future::pending().await,
     }
 }

@@ -3,7 +3,9 @@
 mod util;
 
 use gracehttp::Server;
-use util::{Client, Gate, LOCAL};
+use testkit::http::RawClient;
+use testkit::{LOCAL, metrics};
+use util::Gate;
 
 #[tokio::test(start_paused = true)]
 async fn healthz_turns_503_when_draining_and_metrics_count_what_happened() {
@@ -15,22 +17,22 @@ async fn healthz_turns_503_when_draining_and_metrics_count_what_happened() {
     let mut srv = util::start(grace, &net).await;
 
     // Two connections to web, three requests; both stay open.
-    let mut w1 = Client::connect(srv.tcp("web")).await;
-    let mut w2 = Client::connect(srv.tcp("web")).await;
-    assert_eq!(w1.get("/").await.status, 200);
-    assert_eq!(w1.get("/").await.status, 200);
-    assert_eq!(w2.get("/").await.status, 200);
+    let mut w1 = RawClient::connect(srv.tcp("web")).await.unwrap();
+    let mut w2 = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(w1.get("/").await.unwrap().status, 200);
+    assert_eq!(w1.get("/").await.unwrap().status, 200);
+    assert_eq!(w2.get("/").await.unwrap().status, 200);
 
-    let mut admin = Client::connect(srv.tcp("admin")).await;
-    let health = admin.get("/healthz").await;
+    let mut admin = RawClient::connect(srv.tcp("admin")).await.unwrap();
+    let health = admin.get("/healthz").await.unwrap();
     assert_eq!(
         (health.status, health.text().as_str()),
         (200, "ok\n"),
         "{health:?}"
     );
-    assert_eq!(admin.get("/nope").await.status, 404);
+    assert_eq!(admin.get("/nope").await.unwrap().status, 404);
 
-    let res = admin.get("/metrics").await;
+    let res = admin.get("/metrics").await.unwrap();
     assert_eq!(res.status, 200);
     assert!(
         res.header("content-type")
@@ -55,7 +57,7 @@ async fn healthz_turns_503_when_draining_and_metrics_count_what_happened() {
         );
     }
     let value = |series: &str| {
-        util::metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        metrics::count(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
     };
     assert_eq!(value(r#"gracehttp_connections_active{server="web"}"#), 2);
     assert_eq!(
@@ -88,7 +90,7 @@ async fn healthz_turns_503_when_draining_and_metrics_count_what_happened() {
 
     // Paused time: the drain cannot close this kept-alive connection before it is used again.
     srv.stop_and_wait_draining().await;
-    let health = admin.get("/healthz").await;
+    let health = admin.get("/healthz").await.unwrap();
     assert_eq!(
         (health.status, health.text().as_str()),
         (503, "draining\n"),
@@ -96,7 +98,7 @@ async fn healthz_turns_503_when_draining_and_metrics_count_what_happened() {
     );
     assert!(srv.handle.is_draining());
     assert_eq!(
-        util::metric(&srv.handle.metrics_text(), "gracehttp_draining"),
+        metrics::count(&srv.handle.metrics_text(), "gracehttp_draining"),
         Some(1)
     );
 

@@ -7,9 +7,10 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gracehttp::{Server, Timeouts};
+use gracehttp::Timeouts;
+use testkit::http::RawClient;
+use testkit::{TIMEOUT, metrics};
 use tokio::time::Instant;
-use util::{Client, Gate, LOCAL};
 
 /// Panics that did not come from the tests' own files: a panic in a connection task is caught
 /// by tokio and would otherwise go unnoticed.
@@ -44,30 +45,23 @@ fn assert_no_library_panic() {
 #[tokio::test(start_paused = true)]
 async fn a_client_stuck_in_its_request_line_is_cut_off_by_the_header_read_timeout() {
     count_library_panics();
-    let net = util::net();
-    let gate = Gate::new();
     let limit = Duration::from_millis(300);
-    let grace = util::grace(&net)
-        .timeouts(Timeouts::default().header_read(Some(limit)))
-        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, _gate) =
+        util::start_web(|grace| grace.timeouts(Timeouts::default().header_read(Some(limit)))).await;
     let addr = srv.tcp("web");
 
-    let mut slow = Client::connect(addr).await;
+    let mut slow = RawClient::connect(addr).await.unwrap();
     slow.write(b"GET /slow HT").await.unwrap();
     let started = Instant::now();
     let slow = tokio::spawn(async move {
-        let ending = slow.end().await;
+        let ending = slow.end().await.unwrap();
         (ending, Instant::now())
     });
 
-    let mut normal = Client::connect(addr).await;
-    assert_eq!(normal.get("/").await.status, 200);
+    let mut normal = RawClient::connect(addr).await.unwrap();
+    assert_eq!(normal.get("/").await.unwrap().status, 200);
 
-    let (ending, cut) = tokio::time::timeout(util::WAIT, slow)
-        .await
-        .unwrap()
-        .unwrap();
+    let (ending, cut) = tokio::time::timeout(TIMEOUT, slow).await.unwrap().unwrap();
     let after = cut - started;
     assert!(
         after >= limit && after <= limit + Duration::from_millis(50),
@@ -79,8 +73,8 @@ async fn a_client_stuck_in_its_request_line_is_cut_off_by_the_header_read_timeou
         String::from_utf8_lossy(&ending.extra)
     );
 
-    let mut another = Client::connect(addr).await;
-    assert_eq!(another.get("/").await.status, 200);
+    let mut another = RawClient::connect(addr).await.unwrap();
+    assert_eq!(another.get("/").await.unwrap().status, 200);
 
     srv.handle.stop();
     let drained = srv.stopped().await;
@@ -94,26 +88,25 @@ async fn a_client_stuck_in_its_request_line_is_cut_off_by_the_header_read_timeou
 #[tokio::test(start_paused = true)]
 async fn a_client_that_sends_nothing_is_cut_off_by_the_header_read_timeout() {
     count_library_panics();
-    let net = util::net();
-    let gate = Gate::new();
     let limit = Duration::from_millis(300);
-    let grace = util::grace(&net)
-        .timeouts(Timeouts::default().header_read(Some(limit)).idle(None))
-        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, _gate) = util::start_web(|grace| {
+        grace.timeouts(Timeouts::default().header_read(Some(limit)).idle(None))
+    })
+    .await;
     let addr = srv.tcp("web");
 
-    let mut silent = Client::connect(addr).await;
+    let mut silent = RawClient::connect(addr).await.unwrap();
     let started = Instant::now();
     // Accepted in order: once this one is answered, the silent one was accepted.
-    let mut normal = Client::connect(addr).await;
-    assert_eq!(normal.get("/").await.status, 200);
+    let mut normal = RawClient::connect(addr).await.unwrap();
+    assert_eq!(normal.get("/").await.unwrap().status, 200);
 
     let ending = tokio::time::timeout(limit + Duration::from_secs(1), silent.end())
         .await
         .unwrap_or_else(|_| {
             panic!("a client that sent nothing is still connected after {limit:?} + 1 s")
-        });
+        })
+        .unwrap();
     let after = started.elapsed();
     assert!(
         after <= limit + Duration::from_millis(50),
@@ -131,18 +124,14 @@ async fn a_client_that_sends_nothing_is_cut_off_by_the_header_read_timeout() {
 #[tokio::test(start_paused = true)]
 async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
     count_library_panics();
-    let net = util::net();
-    let gate = Gate::new();
     let idle = Duration::from_millis(300);
-    let grace = util::grace(&net)
-        .timeouts(Timeouts::default().idle(Some(idle)))
-        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, _gate) =
+        util::start_web(|grace| grace.timeouts(Timeouts::default().idle(Some(idle)))).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    assert_eq!(client.get("/").await.status, 200);
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
     // Busy again within the idle timeout: the idle time counts from the last response.
-    let res = client.get("/").await;
+    let res = client.get("/").await.unwrap();
     assert_eq!(res.status, 200);
     assert_eq!(res.header("connection"), None, "kept alive: {res:?}");
     let last = Instant::now();
@@ -164,21 +153,17 @@ async fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_request_longer_than_the_idle_timeout_is_answered_and_idle_counts_from_its_end() {
     count_library_panics();
-    let net = util::net();
-    let gate = Gate::new();
     let idle = Duration::from_millis(300);
-    let grace = util::grace(&net)
-        .timeouts(Timeouts::default().idle(Some(idle)))
-        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, gate) =
+        util::start_web(|grace| grace.timeouts(Timeouts::default().idle(Some(idle)))).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    client.send_get("/gate").await;
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    client.send_get("/gate").await.unwrap();
     gate.wait_entered(1).await;
     // Three idle timeouts with the request in flight.
     tokio::time::sleep(idle * 3).await;
     gate.release(1);
-    let res = client.response().await;
+    let res = client.response().await.unwrap();
     assert_eq!(res.status, 200);
     assert_eq!(res.header("connection"), None, "kept alive: {res:?}");
     let last = Instant::now();
@@ -200,10 +185,7 @@ async fn a_request_longer_than_the_idle_timeout_is_answered_and_idle_counts_from
 #[tokio::test]
 async fn garbage_gets_an_error_or_a_close_and_the_server_keeps_serving() {
     count_library_panics();
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, _gate) = util::start_web(|grace| grace).await;
     let addr = srv.tcp("web");
 
     // xorshift64: the same "random" bytes every run.
@@ -243,10 +225,10 @@ async fn garbage_gets_an_error_or_a_close_and_the_server_keeps_serving() {
         ("a header of 512 KiB", huge_header),
     ];
     for (what, payload) in payloads {
-        let mut client = Client::connect(addr).await;
+        let mut client = RawClient::connect(addr).await.unwrap();
         // The server may close while this is still being written: that is a fine answer too.
         let _ = client.write(&payload).await;
-        let ending = client.end().await;
+        let ending = client.end().await.unwrap();
         if !ending.extra.is_empty() {
             let text = String::from_utf8_lossy(&ending.extra);
             let status: Option<u16> = text
@@ -258,8 +240,12 @@ async fn garbage_gets_an_error_or_a_close_and_the_server_keeps_serving() {
                 "{what}: expected a 4xx or a close, got {text:?}"
             );
         }
-        let mut check = Client::connect(addr).await;
-        assert_eq!(check.get("/").await.status, 200, "served after {what}");
+        let mut check = RawClient::connect(addr).await.unwrap();
+        assert_eq!(
+            check.get("/").await.unwrap().status,
+            200,
+            "served after {what}"
+        );
     }
 
     let handle = srv.handle.clone();
@@ -268,7 +254,7 @@ async fn garbage_gets_an_error_or_a_close_and_the_server_keeps_serving() {
     assert_eq!(drained.forced, 0, "{drained:?}");
     let metrics = handle.metrics_text();
     assert_eq!(
-        util::metric(&metrics, "gracehttp_connections_active{server=\"web\"}"),
+        metrics::count(&metrics, "gracehttp_connections_active{server=\"web\"}"),
         Some(0),
         "{metrics}"
     );

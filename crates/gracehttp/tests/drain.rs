@@ -14,29 +14,28 @@ use gracehttp::{DRAIN_MAX_IDLE_WAIT, DRAIN_MIN_IDLE, Handler, Server, StopTimeou
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::http::{Ending, RawClient};
+use testkit::{LOCAL, TIMEOUT, metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
-use util::{Client, Gate, LOCAL, WAIT};
+use util::Gate;
 
 #[tokio::test]
 async fn http1_requests_in_flight_complete_with_connection_close() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, gate) = util::start_web(|grace| grace).await;
     let addr = srv.tcp("web");
 
-    let mut a = Client::connect(addr).await;
-    let mut b = Client::connect(addr).await;
-    a.send_get("/gate").await;
-    b.send_get("/gate").await;
+    let mut a = RawClient::connect(addr).await.unwrap();
+    let mut b = RawClient::connect(addr).await.unwrap();
+    a.send_get("/gate").await.unwrap();
+    b.send_get("/gate").await.unwrap();
     gate.wait_entered(2).await;
 
     srv.stop_and_wait_draining().await;
     gate.release(2);
     for client in [&mut a, &mut b] {
-        let res = client.response().await;
+        let res = client.response().await.unwrap();
         assert_eq!(res.status, 200, "{res:?}");
         assert_eq!(res.text(), "web released\n");
         assert_eq!(res.header("connection"), Some("close"), "{res:?}");
@@ -44,11 +43,7 @@ async fn http1_requests_in_flight_complete_with_connection_close() {
     }
 
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (2, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (2, 0, 0));
 }
 
 /// Idle keep-alive connections at the drain: one that was busy just before the stop gets
@@ -58,16 +53,13 @@ async fn http1_requests_in_flight_complete_with_connection_close() {
 /// handshakes under way.) Paused time makes "after DRAIN_MIN_IDLE" exact.
 #[tokio::test(start_paused = true)]
 async fn idle_connections_close_after_min_idle_and_answer_a_late_request() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, _gate) = util::start_web(|grace| grace).await;
     let addr = srv.tcp("web");
 
-    let mut just_busy = Client::connect(addr).await;
-    let mut late = Client::connect(addr).await;
-    assert_eq!(just_busy.get("/").await.status, 200);
-    assert_eq!(late.get("/").await.status, 200);
+    let mut just_busy = RawClient::connect(addr).await.unwrap();
+    let mut late = RawClient::connect(addr).await.unwrap();
+    assert_eq!(just_busy.get("/").await.unwrap().status, 200);
+    assert_eq!(late.get("/").await.unwrap().status, 200);
     // Notes when the connection ends, while the test goes on.
     let just_busy = tokio::spawn(async move {
         just_busy.assert_clean_eof().await;
@@ -78,12 +70,12 @@ async fn idle_connections_close_after_min_idle_and_answer_a_late_request() {
     let drain_started = Instant::now();
     // A request right after the drain started, on a connection busy just before: answered
     // (not reset), then the connection is closed cleanly.
-    let res = late.get("/").await;
+    let res = late.get("/").await.unwrap();
     assert_eq!(res.status, 200, "{res:?}");
     late.assert_clean_eof().await;
     assert!(Instant::now() - drain_started <= DRAIN_MAX_IDLE_WAIT);
 
-    let just_busy_closed = timeout(WAIT, just_busy).await.unwrap().unwrap();
+    let just_busy_closed = timeout(TIMEOUT, just_busy).await.unwrap().unwrap();
     let after_start = just_busy_closed - drain_started;
     assert!(
         after_start >= DRAIN_MIN_IDLE - Duration::from_millis(2)
@@ -94,11 +86,7 @@ async fn idle_connections_close_after_min_idle_and_answer_a_late_request() {
     assert!(just_busy_closed - drain_started <= DRAIN_MAX_IDLE_WAIT);
 
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (2, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (2, 0, 0));
 }
 
 /// A connection idle for long when the drain starts still gets `DRAIN_MIN_IDLE` from the
@@ -106,13 +94,10 @@ async fn idle_connections_close_after_min_idle_and_answer_a_late_request() {
 /// counts as finished in the outcome like every other connection open when the drain began.
 #[tokio::test(start_paused = true)]
 async fn a_long_idle_connection_is_closed_after_the_minimum_idle_time_and_counted() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, _gate) = util::start_web(|grace| grace).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    assert_eq!(client.get("/").await.status, 200);
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
     // Not synchronisation: the connection is to have been idle for long when the drain starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let closed = tokio::spawn(async move {
@@ -122,7 +107,7 @@ async fn a_long_idle_connection_is_closed_after_the_minimum_idle_time_and_counte
 
     srv.stop_and_wait_draining().await;
     let drain_started = Instant::now();
-    let closed = timeout(WAIT, closed).await.unwrap().unwrap();
+    let closed = timeout(TIMEOUT, closed).await.unwrap().unwrap();
     assert!(
         closed - drain_started >= DRAIN_MIN_IDLE
             && closed - drain_started < DRAIN_MIN_IDLE + Duration::from_millis(5),
@@ -130,29 +115,22 @@ async fn a_long_idle_connection_is_closed_after_the_minimum_idle_time_and_counte
         closed - drain_started
     );
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
 }
 
 /// A request a client sends on a long-idle keep-alive connection just as the drain starts is
 /// answered (with `connection: close`), not dropped with the connection.
 #[tokio::test(start_paused = true)]
 async fn a_request_on_a_long_idle_connection_at_drain_start_is_answered() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, _gate) = util::start_web(|grace| grace).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    assert_eq!(client.get("/").await.status, 200);
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
     // Not synchronisation: the connection is to have been idle for long when the drain starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The request goes out once the drain has started (not merely been asked for).
     srv.stop_and_wait_draining().await;
-    let reply = client.get("/").await;
+    let reply = client.get("/").await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     client.assert_clean_eof().await;
@@ -165,51 +143,37 @@ async fn a_request_on_a_long_idle_connection_at_drain_start_is_answered() {
 /// its handler answers at once: the client must not reuse a connection that is about to close.
 #[tokio::test(start_paused = true)]
 async fn a_request_that_arrives_during_the_drain_is_answered_with_connection_close() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, _gate) = util::start_web(|grace| grace).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    assert_eq!(client.get("/").await.status, 200);
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
     srv.stop_and_wait_draining().await;
-    let res = client.get("/").await;
+    let res = client.get("/").await.unwrap();
     assert_eq!(res.status, 200, "{res:?}");
     assert_eq!(res.header("connection"), Some("close"), "{res:?}");
     client.assert_clean_eof().await;
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
 }
 
 /// A client that connects and sends nothing cannot hold the drain open.
 #[tokio::test(start_paused = true)]
 async fn a_silent_connection_does_not_hold_the_drain() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, _gate) = util::start_web(|grace| grace).await;
     let addr = srv.tcp("web");
 
-    let mut silent = Client::connect(addr).await;
+    let mut silent = RawClient::connect(addr).await.unwrap();
     // Connections are accepted in the order they were made: once this one is answered, the
     // silent one is accepted too.
-    let mut other = Client::connect(addr).await;
-    assert_eq!(other.get("/").await.status, 200);
+    let mut other = RawClient::connect(addr).await.unwrap();
+    assert_eq!(other.get("/").await.unwrap().status, 200);
 
     let stopped = Instant::now();
     srv.handle.stop();
     let drained = srv.stopped().await;
     let took = stopped.elapsed();
     assert!(took <= DRAIN_MAX_IDLE_WAIT, "the drain took {took:?}");
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (2, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (2, 0, 0));
     // Closed by the server, cleanly: it had been accepted, not left in the backlog.
     silent.assert_clean_eof().await;
     other.assert_clean_eof().await;
@@ -220,15 +184,12 @@ async fn a_silent_connection_does_not_hold_the_drain() {
 /// the stream was done); a new stream on it is refused.
 #[tokio::test]
 async fn http2_stream_in_flight_completes_and_the_connection_ends() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, gate) = util::start_web(|grace| grace).await;
     let addr = srv.tcp("web");
 
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = timeout(
-        WAIT,
+        TIMEOUT,
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)),
     )
     .await
@@ -240,7 +201,7 @@ async fn http2_stream_in_flight_completes_and_the_connection_ends() {
             .body(Empty::<Bytes>::new())
             .unwrap()
     };
-    let res = timeout(WAIT, sender.send_request(request("/")))
+    let res = timeout(TIMEOUT, sender.send_request(request("/")))
         .await
         .unwrap()
         .unwrap();
@@ -251,25 +212,25 @@ async fn http2_stream_in_flight_completes_and_the_connection_ends() {
     srv.stop_and_wait_draining().await;
     gate.release(1);
 
-    let res = timeout(WAIT, in_flight)
+    let res = timeout(TIMEOUT, in_flight)
         .await
         .expect("the response in time")
         .unwrap()
         .expect("the stream completes");
     assert_eq!(res.status(), 200);
-    let body = timeout(WAIT, res.into_body().collect())
+    let body = timeout(TIMEOUT, res.into_body().collect())
         .await
         .unwrap()
         .unwrap()
         .to_bytes();
     assert_eq!(body, "web released\n");
 
-    let ended = timeout(WAIT, conn)
+    let ended = timeout(TIMEOUT, conn)
         .await
         .expect("the server ends the connection")
         .unwrap();
     assert!(ended.is_ok(), "the connection ends cleanly: {ended:?}");
-    let refused = timeout(WAIT, sender.send_request(request("/")))
+    let refused = timeout(TIMEOUT, sender.send_request(request("/")))
         .await
         .expect("an answer in time");
     assert!(
@@ -278,21 +239,14 @@ async fn http2_stream_in_flight_completes_and_the_connection_ends() {
     );
 
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
 }
 
 /// An HTTP/2 connection whose first request arrives during the drain gets its GOAWAY at once,
 /// while that request is still in flight, not a minimum idle time later.
 #[tokio::test(start_paused = true)]
 async fn http2_first_request_during_the_drain_gets_goaway_at_once() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let mut srv = util::start(grace, &net).await;
+    let (mut srv, gate) = util::start_web(|grace| grace).await;
     let mut h2 = RawH2::connect(srv.tcp("web")).await;
     srv.stop_and_wait_draining().await;
 
@@ -329,10 +283,7 @@ async fn http2_first_request_during_the_drain_gets_goaway_at_once() {
 /// then answered in full, and the server closes the connection.
 #[tokio::test]
 async fn http2_goaway_comes_before_the_stream_in_flight_ends() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, gate) = util::start_web(|grace| grace).await;
     let mut h2 = RawH2::connect(srv.tcp("web")).await;
 
     // HEADERS on stream 1, END_STREAM | END_HEADERS: GET /gate. HPACK: :method GET (static 2),
@@ -391,30 +342,24 @@ async fn http2_goaway_comes_before_the_stream_in_flight_ends() {
     assert!(last_stream >= 1, "the last GOAWAY keeps stream 1: {last:?}");
 
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
 }
 
 /// A handler that never finishes is force-closed at the stop deadline, and the kill deadline
 /// bounds the rest: `run()` returns soon after, and the client sees its connection closed.
 #[tokio::test]
 async fn stop_timeout_force_closes_a_handler_that_never_finishes() {
-    let net = util::net();
-    let gate = Gate::new();
     let stop = Duration::from_millis(300);
-    let grace = util::grace(&net)
-        .stop_timeouts(StopTimeouts {
+    let (srv, gate) = util::start_web(|grace| {
+        grace.stop_timeouts(StopTimeouts {
             stop: Some(stop),
             kill: Some(Duration::from_millis(300)),
         })
-        .server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    })
+    .await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    client.send_get("/never").await;
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    client.send_get("/never").await.unwrap();
     gate.wait_entered(1).await;
 
     let stopped = Instant::now();
@@ -426,13 +371,9 @@ async fn stop_timeout_force_closes_a_handler_that_never_finishes() {
         "the graceful phase lasts the stop timeout; it took {took:?}"
     );
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (0, 1, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (0, 1, 0));
 
-    let ending = client.end().await;
+    let ending = client.end().await.unwrap();
     assert!(
         ending.extra.is_empty(),
         "no response: {:?}",
@@ -443,13 +384,10 @@ async fn stop_timeout_force_closes_a_handler_that_never_finishes() {
 /// `force_stop()` does not wait for the stop timeout (here the default 30 s).
 #[tokio::test]
 async fn force_stop_closes_a_handler_that_never_finishes_at_once() {
-    let net = util::net();
-    let gate = Gate::new();
-    let grace = util::grace(&net).server(Server::tcp("web", LOCAL, util::routes("web", &gate)));
-    let srv = util::start(grace, &net).await;
+    let (srv, gate) = util::start_web(|grace| grace).await;
 
-    let mut client = Client::connect(srv.tcp("web")).await;
-    client.send_get("/never").await;
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    client.send_get("/never").await.unwrap();
     gate.wait_entered(1).await;
 
     let stopped = Instant::now();
@@ -457,12 +395,8 @@ async fn force_stop_closes_a_handler_that_never_finishes_at_once() {
     let drained = srv.stopped().await;
     let took = stopped.elapsed();
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (0, 1, 0),
-        "{drained:?}"
-    );
-    let ending = client.end().await;
+    util::assert_drained(&drained, (0, 1, 0));
+    let ending = client.end().await.unwrap();
     assert!(
         ending.extra.is_empty(),
         "no response: {:?}",
@@ -521,17 +455,17 @@ fn upgrading_echo(polite: bool, gate: &Gate) -> Handler {
 }
 
 /// Opens an upgraded echo connection, and checks that it echoes.
-async fn upgraded(srv: &util::Running, gate: &Gate) -> Client<TcpStream> {
-    let mut client = Client::connect(srv.tcp("web")).await;
+async fn upgraded(srv: &util::Running, gate: &Gate) -> RawClient<TcpStream> {
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
     client
         .write(b"GET /up HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
         .await
         .unwrap();
-    let res = client.response().await;
+    let res = client.response().await.unwrap();
     assert_eq!(res.status, 101, "{res:?}");
     gate.wait_entered(1).await;
     client.write(b"ping\n").await.unwrap();
-    let echoed = client.exactly(5).await;
+    let echoed = client.exactly(5).await.unwrap();
     assert_eq!(echoed, b"ping\n");
     client
 }
@@ -547,26 +481,22 @@ async fn an_upgraded_connection_is_counted_and_told_to_finish() {
     let mut client = upgraded(&srv, &gate).await;
     let metrics = srv.handle.metrics_text();
     assert_eq!(
-        util::metric(&metrics, r#"gracehttp_connections_active{server="web"}"#),
+        metrics::count(&metrics, r#"gracehttp_connections_active{server="web"}"#),
         Some(1),
         "{metrics}"
     );
 
     srv.handle.stop();
-    let ending = client.end().await;
+    let ending = client.end().await.unwrap();
     assert_eq!(
         ending,
-        util::Ending {
+        Ending {
             extra: b"bye\n".to_vec(),
             how: Ok(())
         }
     );
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
 }
 
 /// An upgraded connection whose task ignores the drain is force-closed at the stop deadline.
@@ -592,12 +522,8 @@ async fn an_upgraded_connection_that_ignores_the_drain_is_force_closed() {
         took >= stop && took < Duration::from_secs(3),
         "took {took:?}"
     );
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (0, 1, 0),
-        "{drained:?}"
-    );
-    let ending = client.end().await;
+    util::assert_drained(&drained, (0, 1, 0));
+    let ending = client.end().await.unwrap();
     assert!(ending.extra.is_empty(), "{ending:?}");
 }
 
@@ -649,20 +575,20 @@ impl RawH2 {
     async fn frame(&mut self) -> Option<Frame> {
         loop {
             let mut head = [0u8; 9];
-            let n = timeout(WAIT, self.io.read(&mut head[..1]))
+            let n = timeout(TIMEOUT, self.io.read(&mut head[..1]))
                 .await
                 .expect("a frame in time")
                 .unwrap();
             if n == 0 {
                 return None;
             }
-            timeout(WAIT, self.io.read_exact(&mut head[1..]))
+            timeout(TIMEOUT, self.io.read_exact(&mut head[1..]))
                 .await
                 .unwrap()
                 .unwrap();
             let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
             let mut payload = vec![0u8; len];
-            timeout(WAIT, self.io.read_exact(&mut payload))
+            timeout(TIMEOUT, self.io.read_exact(&mut payload))
                 .await
                 .unwrap()
                 .unwrap();

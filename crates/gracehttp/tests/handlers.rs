@@ -10,8 +10,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::http::RawClient;
+use testkit::{LOCAL, TIMEOUT, metrics, within};
 use tokio::net::TcpStream;
-use util::{Client, LOCAL, within};
 
 fn failing_service() -> Handler {
     Handler::tower(tower::service_fn(
@@ -34,13 +35,13 @@ async fn errors_and_panics_close_their_connection_only() {
     let srv = util::start(grace, &net).await;
     let addr = srv.tcp("web");
 
-    let mut kept = Client::connect(addr).await;
-    assert_eq!(kept.get("/").await.text(), "fine\n");
+    let mut kept = RawClient::connect(addr).await.unwrap();
+    assert_eq!(kept.get("/").await.unwrap().text(), "fine\n");
 
     for path in ["/err", "/panic"] {
-        let mut failing = Client::connect(addr).await;
-        failing.send_get(path).await;
-        let ending = failing.end().await;
+        let mut failing = RawClient::connect(addr).await.unwrap();
+        failing.send_get(path).await.unwrap();
+        let ending = failing.end().await.unwrap();
         // hyper has no response to send for a failed service: the connection just ends.
         assert!(
             ending.extra.is_empty() || ending.extra.starts_with(b"HTTP/1.1 5"),
@@ -48,9 +49,17 @@ async fn errors_and_panics_close_their_connection_only() {
             String::from_utf8_lossy(&ending.extra)
         );
         // The keep-alive connection opened before is unaffected, and new ones are served.
-        assert_eq!(kept.get("/").await.text(), "fine\n", "after {path}");
-        let mut fresh = Client::connect(addr).await;
-        assert_eq!(fresh.get("/").await.text(), "fine\n", "after {path}");
+        assert_eq!(
+            kept.get("/").await.unwrap().text(),
+            "fine\n",
+            "after {path}"
+        );
+        let mut fresh = RawClient::connect(addr).await.unwrap();
+        assert_eq!(
+            fresh.get("/").await.unwrap().text(),
+            "fine\n",
+            "after {path}"
+        );
     }
 
     let handle = srv.handle.clone();
@@ -60,7 +69,7 @@ async fn errors_and_panics_close_their_connection_only() {
     assert_eq!(drained.forced, 0, "{drained:?}");
     assert_eq!(drained.stuck, 0, "{drained:?}");
     let metrics = handle.metrics_text();
-    let web = |family: &str| util::metric(&metrics, &format!("{family}{{server=\"web\"}}"));
+    let web = |family: &str| metrics::count(&metrics, &format!("{family}{{server=\"web\"}}"));
     assert_eq!(web("gracehttp_connections_active"), Some(0), "{metrics}");
     // kept, two failing, two fresh.
     assert_eq!(
@@ -81,9 +90,13 @@ async fn a_failed_http2_stream_leaves_the_connection_serving() {
     let addr = srv.tcp("web");
 
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = within(http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)))
-        .await
-        .unwrap();
+    let (mut sender, conn) = within(
+        TIMEOUT,
+        "the HTTP/2 handshake",
+        http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)),
+    )
+    .await
+    .unwrap();
     let conn = tokio::spawn(conn);
     let request = |path: &str| {
         http::Request::get(format!("http://{addr}{path}"))
@@ -92,26 +105,35 @@ async fn a_failed_http2_stream_leaves_the_connection_serving() {
     };
 
     for path in ["/panic", "/err"] {
-        let failed = within(sender.send_request(request(path))).await;
+        let failed = within(
+            TIMEOUT,
+            "a failing request",
+            sender.send_request(request(path)),
+        )
+        .await;
         // A reset stream, or a 5xx: anything but success.
         assert!(
             failed.as_ref().is_ok_and(|r| r.status().is_server_error()) || failed.is_err(),
             "{path}: {failed:?}"
         );
-        let ok = within(sender.send_request(request("/"))).await.unwrap();
-        let body = within(ok.into_body().collect()).await.unwrap().to_bytes();
+        let ok = within(TIMEOUT, "a response", sender.send_request(request("/")))
+            .await
+            .unwrap();
+        let body = within(TIMEOUT, "its body", ok.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(body, "fine\n", "after {path}");
     }
 
     srv.handle.stop();
     let drained = srv.stopped().await;
-    assert_eq!(
-        (drained.finished, drained.forced, drained.stuck),
-        (1, 0, 0),
-        "{drained:?}"
-    );
+    util::assert_drained(&drained, (1, 0, 0));
     assert!(
-        within(conn).await.unwrap().is_ok(),
+        within(TIMEOUT, "the end of the connection", conn)
+            .await
+            .unwrap()
+            .is_ok(),
         "the connection ends cleanly"
     );
 }

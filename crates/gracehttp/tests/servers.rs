@@ -6,14 +6,30 @@ mod util;
 use std::io;
 
 use gracehttp::Server;
+use testkit::http::RawClient;
+use testkit::{LOCAL, TIMEOUT, TempDir, within};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
-use util::{Client, Gate, LOCAL, within};
+use util::Gate;
+
+/// Reads the answer to a `GET /gate` the drain let through: `NAME released`, with
+/// `connection: close`, then a clean end of the connection.
+async fn assert_released<S: AsyncRead + AsyncWrite + Unpin>(client: &mut RawClient<S>, name: &str) {
+    let res = client.response().await.unwrap();
+    let released = format!("{name} released\n");
+    assert_eq!(
+        (res.status, res.text().as_str(), res.header("connection")),
+        (200, released.as_str(), Some("close"))
+    );
+    client.assert_clean_eof().await;
+}
 
 #[tokio::test]
 async fn each_server_answers_with_its_own_handler_and_stop_drains_them_all() {
     let net = util::net();
     let gate = Gate::new();
-    let socket = util::temp_path("servers.sock");
+    let dir = TempDir::new("servers").unwrap();
+    let socket = dir.join("servers.sock");
     let grace = util::grace(&net)
         .server(Server::tcp("alpha", LOCAL, util::routes("alpha", &gate)))
         .server(Server::tcp("beta", LOCAL, util::routes("beta", &gate)))
@@ -21,52 +37,37 @@ async fn each_server_answers_with_its_own_handler_and_stop_drains_them_all() {
     let mut srv = util::start(grace, &net).await;
     let (alpha, beta) = (srv.tcp("alpha"), srv.tcp("beta"));
     let unix = || async {
-        Client::new(
-            within(UnixStream::connect(&socket))
+        RawClient::new(
+            within(TIMEOUT, "a unix connection", UnixStream::connect(&socket))
                 .await
                 .expect("connect to the unix socket"),
         )
     };
 
     assert_eq!(
-        Client::connect(alpha).await.get("/").await.text(),
+        srv.get_once("alpha", "/").await.text(),
         "hello from alpha\n"
     );
+    assert_eq!(srv.get_once("beta", "/").await.text(), "hello from beta\n");
     assert_eq!(
-        Client::connect(beta).await.get("/").await.text(),
-        "hello from beta\n"
+        unix().await.get("/").await.unwrap().text(),
+        "hello from gamma\n"
     );
-    assert_eq!(unix().await.get("/").await.text(), "hello from gamma\n");
 
     // One request in flight on each server when the stop comes.
-    let mut a = Client::connect(alpha).await;
-    let mut b = Client::connect(beta).await;
+    let mut a = RawClient::connect(alpha).await.unwrap();
+    let mut b = RawClient::connect(beta).await.unwrap();
     let mut g = unix().await;
-    a.send_get("/gate").await;
-    b.send_get("/gate").await;
-    g.send_get("/gate").await;
+    a.send_get("/gate").await.unwrap();
+    b.send_get("/gate").await.unwrap();
+    g.send_get("/gate").await.unwrap();
     gate.wait_entered(3).await;
     srv.stop_and_wait_draining().await;
     gate.release(3);
 
-    let res = a.response().await;
-    assert_eq!(
-        (res.status, res.text().as_str(), res.header("connection")),
-        (200, "alpha released\n", Some("close"))
-    );
-    a.assert_clean_eof().await;
-    let res = b.response().await;
-    assert_eq!(
-        (res.status, res.text().as_str(), res.header("connection")),
-        (200, "beta released\n", Some("close"))
-    );
-    b.assert_clean_eof().await;
-    let res = g.response().await;
-    assert_eq!(
-        (res.status, res.text().as_str(), res.header("connection")),
-        (200, "gamma released\n", Some("close"))
-    );
-    g.assert_clean_eof().await;
+    assert_released(&mut a, "alpha").await;
+    assert_released(&mut b, "beta").await;
+    assert_released(&mut g, "gamma").await;
 
     let drained = srv.stopped().await;
     assert_eq!((drained.forced, drained.stuck), (0, 0), "{drained:?}");
@@ -77,7 +78,7 @@ async fn each_server_answers_with_its_own_handler_and_stop_drains_them_all() {
 
     // A final stop closes every port and removes the socket file.
     for addr in [alpha, beta] {
-        let refused = within(TcpStream::connect(addr)).await;
+        let refused = within(TIMEOUT, "a refusal", TcpStream::connect(addr)).await;
         assert_eq!(
             refused.map_err(|e| e.kind()).err(),
             Some(io::ErrorKind::ConnectionRefused),

@@ -8,121 +8,26 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 use std::{fs, io};
 
 use gracehttp::{Error, Tls};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::client::Resumption;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rcgen::KeyPair;
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use testkit::certs::{Ca, Leaf, pem_encode, sec1_from_pkcs8};
+use testkit::tls::{self as tls_client, Handshake, client_config, server_config};
+use testkit::{TIMEOUT, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
-use tokio_rustls::{TlsAcceptor, TlsConnector, client};
-
-/// Bound on every network wait; generous, as a loaded CI machine can be slow.
-const WAIT: Duration = Duration::from_secs(10);
+use tokio_rustls::{TlsAcceptor, client};
 
 const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
 const HTTP1: &[&[u8]] = &[b"http/1.1"];
 
 // ---------------------------------------------------------------------------------------------
-// Certificates
-
-/// A test certificate authority; the only root the clients trust.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-/// A leaf certificate for `localhost` and 127.0.0.1, with its key.
-struct Leaf {
-    cert_pem: String,
-    /// PKCS#8, as rcgen writes it.
-    key_pem: String,
-    key: KeyPair,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "gracehttp test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf with a new ECDSA P-256 key.
-    fn leaf(&self) -> Leaf {
-        self.leaf_with_key(KeyPair::generate().unwrap())
-    }
-
-    fn leaf_with_key(&self, key: KeyPair) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key,
-            der: cert.der().clone(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Files
-
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "gracehttp-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        // A leftover from an earlier run with the same pid would otherwise make `create_dir` fail.
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `cert.pem` and `key.pem` in a temp dir, rewritten in place as a deploy would.
 struct PemPair {
@@ -134,10 +39,10 @@ struct PemPair {
 
 impl PemPair {
     fn new() -> PemPair {
-        let dir = TempDir::new();
+        let dir = TempDir::new("tls").unwrap();
         PemPair {
-            cert: dir.path("cert.pem"),
-            key: dir.path("key.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
             _dir: dir,
         }
     }
@@ -211,25 +116,8 @@ async fn echo(acceptor: TlsAcceptor, tcp: TcpStream) {
     }
 }
 
-/// A TLS client for `localhost` that trusts only `ca` and offers `alpn`.
-///
-/// Built with an explicit ring provider (no process default), and with resumption off: a resumed
-/// session would report the certificate of the session it resumes, not the one the server
-/// would choose now.
-fn client_config(ca: &Ca, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.resumption = Resumption::disabled();
-    Arc::new(config)
-}
-
+/// A TLS connection to `addr` from a client that trusts only `ca` and offers `alpn` (a client
+/// that never resumes a session: see `testkit::tls::client_config`).
 async fn connect(addr: SocketAddr, ca: &Ca, alpn: &[&[u8]]) -> client::TlsStream<TcpStream> {
     try_connect(addr, ca, alpn).await.unwrap()
 }
@@ -239,22 +127,14 @@ async fn try_connect(
     ca: &Ca,
     alpn: &[&[u8]],
 ) -> io::Result<client::TlsStream<TcpStream>> {
-    let connector = TlsConnector::from(client_config(ca, alpn));
-    let handshake = async {
-        let tcp = TcpStream::connect(addr).await?;
-        connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-    };
-    timeout(WAIT, handshake)
-        .await
-        .expect("TLS handshake timed out")
+    tls_client::connect(addr, client_config(&ca.der, alpn).unwrap()).await
 }
 
 /// The leaf certificate the server presented on this connection.
 fn peer_leaf(stream: &client::TlsStream<TcpStream>) -> CertificateDer<'static> {
-    let certs = stream.get_ref().1.peer_certificates().unwrap();
-    certs[0].clone().into_owned()
+    Handshake::of(stream)
+        .leaf
+        .expect("the server sent a certificate")
 }
 
 fn alpn(stream: &client::TlsStream<TcpStream>) -> Option<&[u8]> {
@@ -270,7 +150,7 @@ async fn round_trip(stream: &mut client::TlsStream<TcpStream>, msg: &[u8]) {
         stream.read_exact(&mut back).await?;
         io::Result::Ok(back)
     };
-    let back = timeout(WAIT, exchange)
+    let back = timeout(TIMEOUT, exchange)
         .await
         .expect("echo timed out")
         .unwrap();
@@ -343,8 +223,8 @@ fn assert_key_error(result: Result<impl std::fmt::Debug, Error>, pair: &PemPair)
 
 #[tokio::test]
 async fn pem_files_serve_the_leaf_and_negotiate_alpn() {
-    let ca = Ca::new();
-    let leaf = ca.leaf();
+    let ca = Ca::new().unwrap();
+    let leaf = ca.leaf().unwrap();
     let pair = PemPair::with(&leaf);
     let tls = pair.tls();
     assert_eq!(tls.paths(), Some((pair.cert.as_path(), pair.key.as_path())));
@@ -370,10 +250,10 @@ async fn pem_files_serve_the_leaf_and_negotiate_alpn() {
 async fn a_certificate_file_may_hold_the_chain_and_the_key() {
     // Some deployments ship one file: leaf, intermediates, key. The certificate side must skip
     // the key, and send the whole chain.
-    let ca = Ca::new();
-    let leaf = ca.leaf();
-    let dir = TempDir::new();
-    let combined = dir.path("combined.pem");
+    let ca = Ca::new().unwrap();
+    let leaf = ca.leaf().unwrap();
+    let dir = TempDir::new("tls-chain").unwrap();
+    let combined = dir.join("combined.pem");
     let ca_pem = pem_encode("CERTIFICATE", &ca.der);
     fs::write(
         &combined,
@@ -384,15 +264,15 @@ async fn a_certificate_file_may_hold_the_chain_and_the_key() {
     let server = EchoServer::start(tls.server_config()).await;
 
     let stream = connect(server.addr, &ca, BOTH).await;
-    let chain = stream.get_ref().1.peer_certificates().unwrap();
+    let chain = Handshake::of(&stream).chain;
     assert_eq!(chain, [leaf.der.clone(), ca.der.clone()]);
 }
 
 #[tokio::test]
 async fn reload_serves_the_new_certificate_to_new_handshakes_only() {
-    let ca = Ca::new();
-    let old = ca.leaf();
-    let new = ca.leaf();
+    let ca = Ca::new().unwrap();
+    let old = ca.leaf().unwrap();
+    let new = ca.leaf().unwrap();
     assert_ne!(old.der, new.der);
     let pair = PemPair::with(&old);
     let tls = pair.tls();
@@ -416,7 +296,7 @@ async fn reload_serves_the_new_certificate_to_new_handshakes_only() {
     assert_eq!(peer_leaf(&open), old.der);
 
     // A clone shares the certificate: reloading it moves every clone.
-    let newest = ca.leaf();
+    let newest = ca.leaf().unwrap();
     pair.write(&newest.cert_pem, &newest.key_pem);
     assert!(tls.clone().reload().unwrap());
     assert_eq!(leaf_now(server.addr, &ca).await, newest.der);
@@ -424,8 +304,8 @@ async fn reload_serves_the_new_certificate_to_new_handshakes_only() {
 
 #[tokio::test]
 async fn failed_reloads_keep_the_last_good_certificate() {
-    let ca = Ca::new();
-    let good = ca.leaf();
+    let ca = Ca::new().unwrap();
+    let good = ca.leaf().unwrap();
     let pair = PemPair::with(&good);
     let tls = pair.tls();
     let server = EchoServer::start(tls.server_config()).await;
@@ -451,8 +331,8 @@ async fn failed_reloads_keep_the_last_good_certificate() {
     assert_eq!(leaf_now(server.addr, &ca).await, good.der);
 
     // A new certificate next to the key of another one.
-    let other = ca.leaf();
-    let new = ca.leaf();
+    let other = ca.leaf().unwrap();
+    let new = ca.leaf().unwrap();
     pair.write(&new.cert_pem, &other.key_pem);
     assert_key_error(tls.reload(), &pair);
     assert_eq!(leaf_now(server.addr, &ca).await, good.der);
@@ -471,8 +351,8 @@ async fn failed_reloads_keep_the_last_good_certificate() {
 
 #[test]
 fn from_pem_files_errors_name_the_file() {
-    let ca = Ca::new();
-    let leaf = ca.leaf();
+    let ca = Ca::new().unwrap();
+    let leaf = ca.leaf().unwrap();
 
     // Missing certificate file, then missing key file.
     let pair = PemPair::new();
@@ -506,7 +386,7 @@ fn from_pem_files_errors_name_the_file() {
     assert_pem_error(Tls::from_pem_files(&pair.cert, &pair.key), &pair.cert);
 
     // The key of another certificate.
-    pair.write(&leaf.cert_pem, &ca.leaf().key_pem);
+    pair.write(&leaf.cert_pem, &ca.leaf().unwrap().key_pem);
     assert_key_error(Tls::from_pem_files(&pair.cert, &pair.key), &pair);
 
     // A private key section whose content no provider can load.
@@ -523,22 +403,10 @@ fn from_pem_files_errors_name_the_file() {
 
 #[tokio::test]
 async fn from_config_fills_in_alpn_only_when_empty() {
-    let ca = Ca::new();
-    let leaf = ca.leaf();
-    let user_config = |alpn: &[&[u8]]| {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![leaf.der.clone()],
-                    PrivatePkcs8KeyDer::from(leaf.key.serialize_der()).into(),
-                )
-                .unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    };
+    let ca = Ca::new().unwrap();
+    let leaf = ca.leaf().unwrap();
+    // The user's own configuration, built as a user would.
+    let user_config = |alpn: &[&[u8]]| server_config(&leaf, alpn).unwrap();
 
     // No ALPN from the user: h2 and http/1.1 are offered.
     let empty = user_config(&[]);
@@ -567,17 +435,24 @@ async fn from_config_fills_in_alpn_only_when_empty() {
     let server = EchoServer::start(tls.server_config()).await;
     let stream = connect(server.addr, &ca, BOTH).await;
     assert_eq!(alpn(&stream), Some(&b"http/1.1"[..]));
-    // And a client that offers only h2 gets no HTTP/2 from it: rustls refuses the handshake.
-    assert!(try_connect(server.addr, &ca, &[b"h2"]).await.is_err());
+    // And a client that offers only h2 gets no HTTP/2 from it: rustls refuses the handshake
+    // (at once: not a handshake that never ends).
+    let refused = try_connect(server.addr, &ca, &[b"h2"]).await.map(drop);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::TimedOut),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
 async fn sec1_ec_key() {
-    let ca = Ca::new();
-    let leaf = ca.leaf();
+    let ca = Ca::new().unwrap();
+    let leaf = ca.leaf().unwrap();
     let sec1 = pem_encode(
         "EC PRIVATE KEY",
-        &pkcs8_inner_key(leaf.key.serialized_der()),
+        &sec1_from_pkcs8(leaf.key.serialized_der()).unwrap(),
     );
     let pair = PemPair::new();
     pair.write(&leaf.cert_pem, &sec1);
@@ -586,10 +461,10 @@ async fn sec1_ec_key() {
     assert_eq!(leaf_now(server.addr, &ca).await, leaf.der);
 
     // And a reload to a SEC1 key works as well.
-    let next = ca.leaf();
+    let next = ca.leaf().unwrap();
     let sec1 = pem_encode(
         "EC PRIVATE KEY",
-        &pkcs8_inner_key(next.key.serialized_der()),
+        &sec1_from_pkcs8(next.key.serialized_der()).unwrap(),
     );
     pair.write(&next.cert_pem, &sec1);
     assert!(tls.reload().unwrap());
@@ -599,9 +474,9 @@ async fn sec1_ec_key() {
 #[tokio::test]
 async fn pkcs1_rsa_key() {
     // ring cannot generate RSA keys, so the openssl command line makes one.
-    let dir = TempDir::new();
-    let pkcs8 = dir.path("rsa-pkcs8.pem");
-    let pkcs1 = dir.path("rsa-pkcs1.pem");
+    let dir = TempDir::new("tls-rsa").unwrap();
+    let pkcs8 = dir.join("rsa-pkcs8.pem");
+    let pkcs1 = dir.join("rsa-pkcs1.pem");
     openssl(&[
         "genpkey",
         "-algorithm",
@@ -623,9 +498,9 @@ async fn pkcs1_rsa_key() {
         "openssl did not write PKCS#1: {pkcs1_pem}"
     );
 
-    let ca = Ca::new();
+    let ca = Ca::new().unwrap();
     let key = KeyPair::from_pem(&fs::read_to_string(&pkcs8).unwrap()).unwrap();
-    let leaf = ca.leaf_with_key(key);
+    let leaf = ca.leaf_with_key(key).unwrap();
     let pair = PemPair::new();
     pair.write(&leaf.cert_pem, &pkcs1_pem);
     let tls = pair.tls();
@@ -633,13 +508,13 @@ async fn pkcs1_rsa_key() {
     assert_eq!(leaf_now(server.addr, &ca).await, leaf.der);
 
     // An RSA certificate with an EC key is refused, by the key check.
-    pair.write(&leaf.cert_pem, &ca.leaf().key_pem);
+    pair.write(&leaf.cert_pem, &ca.leaf().unwrap().key_pem);
     assert_key_error(tls.reload(), &pair);
     assert_eq!(leaf_now(server.addr, &ca).await, leaf.der);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding helpers
+// openssl
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -663,63 +538,4 @@ fn openssl(args: &[&str]) {
         "openssl {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// The private key inside a PKCS#8 `PrivateKeyInfo`: for an EC key, the SEC1 `ECPrivateKey`.
-fn pkcs8_inner_key(pkcs8: &[u8]) -> Vec<u8> {
-    let (tag, info, _) = der_tlv(pkcs8);
-    assert_eq!(tag, 0x30, "PrivateKeyInfo is a SEQUENCE");
-    let (tag, _version, rest) = der_tlv(info);
-    assert_eq!(tag, 0x02, "version is an INTEGER");
-    let (tag, _algorithm, rest) = der_tlv(rest);
-    assert_eq!(tag, 0x30, "algorithm is a SEQUENCE");
-    let (tag, key, _) = der_tlv(rest);
-    assert_eq!(tag, 0x04, "privateKey is an OCTET STRING");
-    key.to_vec()
-}
-
-/// One DER element: its tag, its content, and what follows it.
-fn der_tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
-    let tag = input[0];
-    let (len, header) = if input[1] < 0x80 {
-        (usize::from(input[1]), 2)
-    } else {
-        let n = usize::from(input[1] & 0x7f);
-        let len = input[2..2 + n]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, 2 + n)
-    };
-    let (content, rest) = input[header..].split_at(len);
-    (tag, content, rest)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = base64(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -7,32 +7,30 @@
 
 mod util;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gracehttp::gracenet::Net;
 use gracehttp::{Event, Outcome, Server};
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
-use util::{Client, Gate, LOCAL, Running};
+use testkit::fs::read_pid;
+use testkit::http::RawClient;
+use testkit::procfs::process_exists;
+use testkit::{LOCAL, Proc, TIMEOUT, TempDir, metrics, wait_until_async};
+use util::{Gate, Running};
 
 /// Held while a test writes its script and may start processes: a script being written in one
 /// test while another forks could be inherited open for writing, and fail with ETXTBSY.
 static SPAWNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// An executable script with `body` after the shebang.
-fn script(body: &str) -> PathBuf {
-    let path = util::temp_path("new-binary.sh");
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+/// An executable script in `dir` with `body` after the shebang.
+fn script(dir: &TempDir, body: &str) -> PathBuf {
+    dir.script("new-binary.sh", &format!("#!/bin/sh\n{body}\n"))
+        .unwrap()
 }
 
 /// A runner whose upgrades start `exe`, with a web and an admin server.
-async fn start(exe: &PathBuf) -> Running {
+async fn start(exe: &Path) -> Running {
     let net = Net::builder()
         .inherit(false)
         .executable(exe)
@@ -47,33 +45,23 @@ async fn start(exe: &PathBuf) -> Running {
     util::start(grace.server(Server::tcp("admin", LOCAL, admin)), &net).await
 }
 
-/// Kills and reaps a committed new process (the test's child) when dropped, on every path.
-struct Reaper(u32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.0 as i32);
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-    }
-}
-
 async fn upgrades(srv: &Running, result: &str) -> u64 {
-    let res = Client::connect(srv.tcp("admin"))
-        .await
-        .get("/metrics")
-        .await;
+    let res = srv.get_once("admin", "/metrics").await;
     let series = format!("gracehttp_upgrades_total{{result=\"{result}\"}}");
-    util::metric(&res.text(), &series).unwrap_or_else(|| panic!("no {series}:\n{}", res.text()))
+    metrics::count(&res.text(), &series).unwrap_or_else(|| panic!("no {series}:\n{}", res.text()))
 }
 
 #[tokio::test]
 async fn a_new_binary_that_reports_ready_takes_over_and_this_process_drains() {
     let _turn = SPAWNING.lock().await;
-    let exe = script("printf 'READY=1\\n' >&\"$GRACENET_READY_FD\"\nexec sleep 30");
+    let dir = TempDir::new("upgrade-done").unwrap();
+    let exe = script(
+        &dir,
+        "printf 'READY=1\\n' >&\"$GRACENET_READY_FD\"\nexec sleep 30",
+    );
     let mut srv = start(&exe).await;
-    let mut idle = Client::connect(srv.tcp("web")).await;
-    assert_eq!(idle.get("/").await.status, 200);
+    let mut idle = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(idle.get("/").await.unwrap().status, 200);
 
     srv.handle.upgrade();
     assert_eq!(srv.event().await, Event::UpgradeStarted);
@@ -81,7 +69,8 @@ async fn a_new_binary_that_reports_ready_takes_over_and_this_process_drains() {
         Event::UpgradeDone { pid } => pid,
         other => panic!("expected UpgradeDone, got {other:?}"),
     };
-    let _reaper = Reaper(new_pid);
+    // Killed and reaped on every path: the committed new process is this test's child.
+    let _new = Proc::adopt(new_pid);
     // The upgrade thread started the drain at the commit, before the runner heard of it.
     assert!(srv.handle.is_draining());
     assert_eq!(srv.event().await, Event::Draining);
@@ -90,24 +79,20 @@ async fn a_new_binary_that_reports_ready_takes_over_and_this_process_drains() {
     match srv.outcome().await {
         Outcome::HandedOver { pid, drained } => {
             assert_eq!(pid, new_pid);
-            assert_eq!(
-                (drained.finished, drained.forced, drained.stuck),
-                (1, 0, 0),
-                "{drained:?}"
-            );
+            util::assert_drained(&drained, (1, 0, 0));
         }
         other => panic!("expected HandedOver, got {other:?}"),
     }
-    std::fs::remove_file(&exe).unwrap();
 }
 
 #[tokio::test]
 async fn a_new_binary_that_exits_leaves_this_process_serving() {
     let _turn = SPAWNING.lock().await;
-    let exe = script("exit 1");
+    let dir = TempDir::new("upgrade-exits").unwrap();
+    let exe = script(&dir, "exit 1");
     let mut srv = start(&exe).await;
-    let mut client = Client::connect(srv.tcp("web")).await;
-    assert_eq!(client.get("/").await.status, 200);
+    let mut client = RawClient::connect(srv.tcp("web")).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
 
     srv.handle.upgrade();
     assert_eq!(srv.event().await, Event::UpgradeStarted);
@@ -119,11 +104,8 @@ async fn a_new_binary_that_exits_leaves_this_process_serving() {
     }
 
     // Still serving: on the connection opened before, on a new one, and not draining.
-    assert_eq!(client.get("/").await.status, 200);
-    assert_eq!(
-        Client::connect(srv.tcp("web")).await.get("/").await.status,
-        200
-    );
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    assert_eq!(srv.get_once("web", "/").await.status, 200);
     assert!(!srv.handle.is_draining());
     assert_eq!(upgrades(&srv, "failed").await, 1);
     assert_eq!(upgrades(&srv, "done").await, 0);
@@ -131,14 +113,14 @@ async fn a_new_binary_that_exits_leaves_this_process_serving() {
     srv.handle.stop();
     let drained = srv.stopped().await;
     assert_eq!(drained.forced, 0, "{drained:?}");
-    std::fs::remove_file(&exe).unwrap();
 }
 
 #[tokio::test]
 async fn an_upgrade_while_one_is_in_progress_is_refused() {
     let _turn = SPAWNING.lock().await;
     // Never ready: the ready timeout (1 s) ends it.
-    let exe = script("exec sleep 30");
+    let dir = TempDir::new("upgrade-hangs").unwrap();
+    let exe = script(&dir, "exec sleep 30");
     let mut srv = start(&exe).await;
 
     srv.handle.upgrade();
@@ -146,10 +128,7 @@ async fn an_upgrade_while_one_is_in_progress_is_refused() {
     srv.handle.upgrade();
     assert_eq!(srv.event().await, Event::UpgradeRefused);
     // Serving while the new process does not come up.
-    assert_eq!(
-        Client::connect(srv.tcp("web")).await.get("/").await.status,
-        200
-    );
+    assert_eq!(srv.get_once("web", "/").await.status, 200);
     match srv.event().await {
         Event::UpgradeFailed { reason } => {
             assert!(reason.contains("did not report ready"), "{reason}")
@@ -158,15 +137,11 @@ async fn an_upgrade_while_one_is_in_progress_is_refused() {
     }
     // The refused request was not an attempt: one failure only.
     assert_eq!(upgrades(&srv, "failed").await, 1);
-    assert_eq!(
-        Client::connect(srv.tcp("web")).await.get("/").await.status,
-        200
-    );
+    assert_eq!(srv.get_once("web", "/").await.status, 200);
 
     srv.handle.stop();
     let drained = srv.stopped().await;
     assert_eq!(drained.forced, 0, "{drained:?}");
-    std::fs::remove_file(&exe).unwrap();
 }
 
 /// A stop while an upgrade is starting cancels it: the new process, not yet ready, is killed,
@@ -174,11 +149,12 @@ async fn an_upgrade_while_one_is_in_progress_is_refused() {
 #[tokio::test]
 async fn a_stop_during_an_upgrade_cancels_it() {
     let _turn = SPAWNING.lock().await;
-    let pid_file = util::temp_path("starting.pid");
-    let exe = script(&format!(
-        "echo $$ > '{}'\nexec sleep 30",
-        pid_file.display()
-    ));
+    let dir = TempDir::new("upgrade-cancelled").unwrap();
+    let pid_file = dir.join("starting.pid");
+    let exe = script(
+        &dir,
+        &format!("echo $$ > '{}'\nexec sleep 30", pid_file.display()),
+    );
     let net = Arc::new(
         Net::builder()
             .inherit(false)
@@ -195,19 +171,9 @@ async fn a_stop_during_an_upgrade_cancels_it() {
     srv.handle.upgrade();
     assert_eq!(srv.event().await, Event::UpgradeStarted);
     // The new process is running (it wrote its pid) and not ready.
-    let child: u32 = tokio::time::timeout(util::WAIT, async {
-        loop {
-            if let Some(pid) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                return pid;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the new process started");
+    let child = wait_until_async(TIMEOUT, || read_pid(&pid_file))
+        .await
+        .expect("the new process started");
 
     let stopped_at = std::time::Instant::now();
     srv.handle.stop();
@@ -222,13 +188,11 @@ async fn a_stop_during_an_upgrade_cancels_it() {
     );
     assert_eq!(drained.forced, 0, "{drained:?}");
     assert!(
-        !std::path::Path::new(&format!("/proc/{child}")).exists(),
+        !process_exists(child),
         "the cancelled new process {child} still exists"
     );
     assert!(
         net.superseded().is_none(),
         "a cancelled upgrade handed over"
     );
-    std::fs::remove_file(&exe).unwrap();
-    let _ = std::fs::remove_file(&pid_file);
 }

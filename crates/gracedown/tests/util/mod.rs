@@ -1,4 +1,5 @@
-//! Helpers shared by the test binaries: in-memory connections, bounded waits.
+//! Helpers shared by the test binaries: in-memory connections, and waits bounded by the test
+//! kit's `within` with this crate's own limit.
 #![allow(
     dead_code,
     reason = "each test binary uses its own part of the helpers"
@@ -14,16 +15,14 @@ use gracedown::{Accept, Drain, TrackedListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{Mutex, mpsc};
 
-/// The bound on every wait in the tests. Under a paused clock a deadlock turns into this
-/// timeout firing at once (the clock jumps), so it costs nothing to be generous.
+/// The bound on every wait in the tests: longer than the kit's `TIMEOUT`, as the stop and kill
+/// deadlines under test add up to 15 s of (paused) time. Under a paused clock a deadlock turns
+/// into this timeout firing at once (the clock jumps), so it costs nothing to be generous.
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`WAIT`].
 pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
+    testkit::within(WAIT, what, fut).await
 }
 
 /// Client side of in-memory connections accepted by a [`duplex_listener`].
