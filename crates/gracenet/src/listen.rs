@@ -274,35 +274,30 @@ impl Net {
         };
         let mut st = self.state();
         let key = st.pool.key(endpoint, name);
-        let (socket, info, owns_file) =
-            match st.pool.take_inherited(&key, endpoint, &self.config.cwd)? {
-                Some(inherited) => {
-                    let owns_file = st.pool.socket_files.contains(&inherited.info.name);
+        let cwd = &self.config.cwd;
+        let (socket, actual, inherited, bound, owns_file) =
+            match st.pool.take_inherited(&key, endpoint, cwd)? {
+                Some(Inherited { socket, info }) => {
                     if matches!(endpoint.kind(), Kind::Tcp | Kind::UnixStream) {
-                        bind::ensure_listening(&inherited.socket, self.config.backlog)
-                            .map_err(bind_err)?;
+                        bind::ensure_listening(&socket, self.config.backlog).map_err(bind_err)?;
                     }
-                    (inherited.socket, inherited.info, owns_file)
+                    let owns_file = st.pool.socket_files.contains(&info.name);
+                    (socket, info.endpoint, true, info.bound, owns_file)
                 }
                 None => {
-                    let socket = bind::fresh(endpoint, &self.config.cwd, self.config.backlog)
-                        .map_err(bind_err)?;
+                    let socket =
+                        bind::fresh(endpoint, cwd, self.config.backlog).map_err(bind_err)?;
                     let actual = sys::inspect(&socket).map_err(bind_err)?.1;
                     let owns_file = matches!(actual, Some(Endpoint::Unix(_)));
-                    let info = SocketInfo {
-                        name: String::new(),
-                        kind: endpoint.kind(),
-                        endpoint: actual,
-                        inherited: false,
-                        bound: true,
-                    };
-                    (socket, info, owns_file)
+                    (socket, actual, false, true, owns_file)
                 }
             };
         let info = SocketInfo {
             name: key,
             kind: endpoint.kind(),
-            ..info
+            endpoint: actual,
+            inherited,
+            bound,
         };
         if !st.closed {
             st.pool.active.push(Active {
