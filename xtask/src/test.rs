@@ -1,9 +1,11 @@
 //! `cargo xtask test`: installs what the tests need on a fresh machine, then runs them.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+use crate::harness::cargo;
+use crate::harness::which::which;
 
 /// Programs the tests start, and the Debian package that provides each.
 const NEEDED: &[(&str, &str)] = &[
@@ -15,14 +17,35 @@ const NEEDED: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
-pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Passed to `cargo test` (`-p gracenet`, `--release`, ...)
+    #[arg(allow_hyphen_values = true, value_name = "ARGS")]
+    cargo: Vec<String>,
+    /// Passed to the test binaries, after `--` (`-- --nocapture`)
+    #[arg(last = true, value_name = "TEST_ARGS")]
+    tests: Vec<String>,
+}
+
+impl Args {
+    /// The arguments for `cargo test`, as given: `--` before the test binaries' own.
+    fn passed(&self) -> Vec<&str> {
+        let mut args: Vec<&str> = self.cargo.iter().map(String::as_str).collect();
+        if !self.tests.is_empty() {
+            args.push("--");
+            args.extend(self.tests.iter().map(String::as_str));
+        }
+        args
+    }
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     install_missing()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["test", "--workspace", "--locked"])
-        .args(args)
+    let mut test = cargo::command(&["test", "--workspace", "--locked"])?;
+    test.args(args.passed());
+    let status = test
         .status()
-        .with_context(|| format!("running {cargo} test"))?;
+        .with_context(|| format!("running {}", cargo::describe(&test)))?;
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
@@ -44,12 +67,14 @@ pub(crate) fn install_missing() -> anyhow::Result<()> {
         "xtask: installing Debian packages the tests need: {}",
         missing.join(" ")
     );
-    let sudo: &[&str] = if is_root() { &[] } else { &["sudo", "-n"] };
     let apt = |args: &[&str]| -> anyhow::Result<()> {
-        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
-            cmd.args(&sudo[1..]).arg("apt-get");
-        }
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
         let status = cmd
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -76,20 +101,21 @@ pub(crate) fn install_missing() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    #[test]
+    fn passes_every_argument_to_cargo_test_as_given() {
+        for line in [
+            "-p gracenet",
+            "-- --nocapture",
+            "-p gracenet -- --nocapture --test-threads 1",
+            "--release --no-fail-fast",
+            "",
+        ] {
+            let args: Args = crate::cli::parse(line).unwrap();
+            assert_eq!(args.passed(), line.split_whitespace().collect::<Vec<_>>());
+        }
+    }
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::Ctx;
-use super::markdown::Machine;
-use super::versus::{start_bare, start_demo};
-use crate::restart_test::server::free_ports;
-use crate::restart_test::{http, proc};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+use super::{Ctx, markdown};
+use crate::harness::machine::Machine;
+use crate::harness::{http, interrupt, ports, procfs};
 
 pub(crate) const BEGIN: &str = "<!-- memory:begin -->";
 pub(crate) const END: &str = "<!-- memory:end -->";
@@ -27,7 +27,7 @@ fn open(ports: &[u16], n: usize) -> Result<Vec<TcpStream>> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         if i % 1000 == 0 {
-            proc::check_interrupted()?;
+            interrupt::check()?;
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], ports[i % ports.len()]));
         let mut c = http::connect(addr, Duration::from_secs(5))
@@ -44,12 +44,12 @@ fn open(ports: &[u16], n: usize) -> Result<Vec<TcpStream>> {
 
 fn measure(pid: u32, ports: &[u16], n: usize) -> Result<Measured> {
     // Settled after start and the first answers.
-    proc::sleep(Duration::from_millis(500))?;
-    let idle_kib = proc::rss_kib(pid).context("reading the server's VmRSS")?;
+    interrupt::sleep(Duration::from_millis(500))?;
+    let idle_kib = procfs::rss_kib(pid).context("reading the server's VmRSS")?;
     let conns = open(ports, n)?;
-    proc::sleep(Duration::from_millis(500))?;
-    let loaded_kib = proc::rss_kib(pid).context("reading the server's VmRSS")?;
-    let fds = proc::fd_count(pid).unwrap_or(0);
+    interrupt::sleep(Duration::from_millis(500))?;
+    let loaded_kib = procfs::rss_kib(pid).context("reading the server's VmRSS")?;
+    let fds = procfs::fd_count(pid).unwrap_or(0);
     drop(conns);
     Ok(Measured {
         idle_kib,
@@ -58,19 +58,34 @@ fn measure(pid: u32, ports: &[u16], n: usize) -> Result<Measured> {
     })
 }
 
+/// Raises the descriptor limit (soft, and hard when allowed) to `want`; returns the soft limit
+/// now in force. Children inherit it.
+fn raise_fd_limit(want: u64) -> nix::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want)).is_ok() {
+        return Ok(want);
+    }
+    // Not allowed to raise the hard limit: go as far as it allows.
+    setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard)?;
+    Ok(want.min(hard))
+}
+
 pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<String> {
     // Each side holds n descriptors; the servers inherit the limit.
-    let limit = proc::raise_fd_limit(n as u64 * 2 + 1024).context("raising RLIMIT_NOFILE")?;
+    let limit = raise_fd_limit(n as u64 * 2 + 1024).context("raising RLIMIT_NOFILE")?;
     if limit < n as u64 + 256 {
         bail!("RLIMIT_NOFILE is {limit}, too low for {n} connections");
     }
     eprintln!("xtask: memory with {n} idle keep-alive connections (RLIMIT_NOFILE {limit})");
-    let mut demo = start_demo(ctx, "bench-memory")?;
+    let mut demo = ctx.demo("bench-memory")?;
     let demo_ports = demo.ports.http;
     let g = measure(demo.current(), &demo_ports, n)?;
     demo.stop()?;
-    let ports = free_ports(2)?;
-    let (bare_group, bare_pid) = start_bare(ctx, &ports, "bench-memory-bare")?;
+    let ports = ports::free(2)?;
+    let (bare_group, bare_pid) = ctx.bare(&ports, "bench-memory-bare")?;
     let b = measure(bare_pid, &ports, n)?;
     drop(bare_group);
     let per = |m: &Measured| (m.loaded_kib.saturating_sub(m.idle_kib)) as f64 * 1024.0 / n as f64;
@@ -109,12 +124,7 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
         s,
         "- Command: `cargo xtask bench memory` (`--idle-conns N`)."
     );
-    let _ = writeln!(
-        s,
-        "- Machine: nproc {}, {}, kernel {}.",
-        machine.nproc, machine.cpu, machine.kernel
-    );
-    let _ = writeln!(s, "- Date: {date} (UTC).");
+    s.push_str(&markdown::machine_and_date(machine, date, ""));
     let _ = writeln!(s, "{END}");
     Ok(s)
 }

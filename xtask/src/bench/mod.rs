@@ -18,129 +18,104 @@ mod restart;
 mod versus;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use clap::value_parser;
 
-use crate::restart_test::{build_release, build_release_static, load, proc, workspace_root};
-use markdown::Machine;
+use crate::cli::count;
+use crate::harness::demo::{self, Config, Demo, Files};
+use crate::harness::group::ServerGroup;
+use crate::harness::machine::{Machine, today_utc};
+use crate::harness::{cargo, prepare};
 
-pub(crate) const USAGE: &str = "\
-usage: cargo xtask bench [SECTION...] [options]
-
-Measures and rewrites the matching sections of BENCHMARKS.md. Without SECTION, all of them.
-
-sections:
-  overhead   gracedown's tracking against bare tokio (cargo bench -p gracedown --bench overhead)
-  http       gracedemo against the same handler on a bare hyper-util server (examples/bare.rs)
-  restart    restart latency: signal to new pid answering, and to old pid exit; idle and loaded;
-             of the default build and of a statically linked one
-  memory     resident memory idle and with many idle keep-alive connections
-
-options:
-  --http-runs N     runs of each variant for `http` (default 5, at least 5)
-  --http-secs S     seconds of load per run and variant for `http` (default 3)
-  --restarts N      restarts for `restart`, idle and under load each (default 50)
-  --idle-conns N    idle keep-alive connections for `memory` (default 10000)
-  --runs N, --conns N, --size BYTES, --warmup-ms N, --measure-ms N
-                    passed to the `overhead` benchmark
-";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The sections of BENCHMARKS.md `bench` measures and rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
+    /// gracedown's tracking against bare tokio (cargo bench -p gracedown --bench overhead)
     Overhead,
+    /// gracedemo against the same handler on a bare hyper-util server (examples/bare.rs)
     Http,
+    /// restart latency: signal to new pid answering, and to old pid exit; idle and loaded; of
+    /// the default build and of a statically linked one
     Restart,
+    /// resident memory idle and with many idle keep-alive connections
     Memory,
 }
 
-impl Section {
-    const ALL: [Section; 4] = [
-        Section::Overhead,
-        Section::Http,
-        Section::Restart,
-        Section::Memory,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Section::Overhead => "overhead",
-            Section::Http => "http",
-            Section::Restart => "restart",
-            Section::Memory => "memory",
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Options {
+/// The bench's flags. Without SECTION, all of them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Sections to measure (all of them when none is named)
+    #[arg(value_enum, value_name = "SECTION")]
     sections: Vec<Section>,
-    overhead_args: Vec<String>,
+    /// Runs of each variant for `http` (at least 5)
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = count(5..=1000))]
     http_runs: usize,
+    /// Seconds of load per run and variant for `http`
+    #[arg(long, value_name = "S", default_value_t = 3.0, value_parser = seconds)]
     http_secs: f64,
+    /// Restarts for `restart`, idle and under load each
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = count(1..=10_000))]
     restarts: usize,
+    /// Idle keep-alive connections for `memory`
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = count(1..=100_000))]
     idle_conns: usize,
+    /// `overhead`: runs (passed to the benchmark, as are the four below)
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    runs: Option<u64>,
+    /// `overhead`: connections
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    conns: Option<u64>,
+    /// `overhead`: message size
+    #[arg(long, value_name = "BYTES", value_parser = value_parser!(u64).range(1..))]
+    size: Option<u64>,
+    /// `overhead`: warm-up of each variant in each run
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    warmup_ms: Option<u64>,
+    /// `overhead`: measured time of each variant in each run
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    measure_ms: Option<u64>,
 }
 
-fn number<T: std::str::FromStr + PartialOrd>(flag: &str, v: &str, lo: T, hi: T) -> Result<T> {
-    v.parse::<T>()
+/// `--http-secs`: from half a second to ten minutes.
+fn seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
         .ok()
-        .filter(|n| *n >= lo && *n <= hi)
-        .with_context(|| format!("invalid value {v:?} for {flag}: out of range or not a number"))
+        .filter(|v| (0.5..=600.0).contains(v))
+        .ok_or_else(|| "expected seconds from 0.5 to 600".to_owned())
 }
 
-fn parse_args(args: &[String]) -> Result<Option<Options>> {
-    let mut o = Options {
-        sections: Vec::new(),
-        overhead_args: Vec::new(),
-        http_runs: 5,
-        http_secs: 3.0,
-        restarts: 50,
-        idle_conns: 10_000,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--http-runs" => o.http_runs = number(flag, &value()?, 5, 1000)?,
-            "--http-secs" => o.http_secs = number(flag, &value()?, 0.5, 600.0)?,
-            "--restarts" => o.restarts = number(flag, &value()?, 1, 10_000)?,
-            "--idle-conns" => o.idle_conns = number(flag, &value()?, 1, 100_000)?,
-            "--runs" | "--conns" | "--size" | "--warmup-ms" | "--measure-ms" => {
-                let v = value()?;
-                number::<u64>(flag, &v, 1, u64::MAX)?;
-                o.overhead_args.extend([flag.to_owned(), v]);
-            }
-            f if f.starts_with('-') => bail!("unknown flag {f:?} (see cargo xtask bench --help)"),
-            name => {
-                let s = Section::ALL
-                    .into_iter()
-                    .find(|s| s.name() == name)
-                    .with_context(|| {
-                        format!(
-                            "unknown section {name:?}; sections: {}",
-                            Section::ALL.map(Section::name).join(", ")
-                        )
-                    })?;
-                if !o.sections.contains(&s) {
-                    o.sections.push(s);
-                }
-            }
-        }
+impl Args {
+    /// The sections named, each once; all of them for none.
+    fn selected(&self) -> Vec<Section> {
+        let all = [
+            Section::Overhead,
+            Section::Http,
+            Section::Restart,
+            Section::Memory,
+        ];
+        crate::cli::each_once(&self.sections, &all)
     }
-    if o.sections.is_empty() {
-        o.sections = Section::ALL.to_vec();
+
+    /// The flags for the `overhead` benchmark, as given.
+    fn overhead_args(&self) -> Vec<String> {
+        [
+            ("--runs", self.runs),
+            ("--conns", self.conns),
+            ("--size", self.size),
+            ("--warmup-ms", self.warmup_ms),
+            ("--measure-ms", self.measure_ms),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| Some([flag.to_owned(), v?.to_string()]))
+        .flatten()
+        .collect()
     }
-    Ok(Some(o))
 }
 
 /// What the HTTP benchmarks share.
@@ -153,54 +128,71 @@ pub(crate) struct Ctx {
     pub(crate) dir: PathBuf,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    let Some(opts) = parse_args(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
-    let root = workspace_root()?;
-    if opts.sections.contains(&Section::Overhead) {
-        overhead::run(&root, &opts.overhead_args)?;
+impl Ctx {
+    /// gracedemo, running, for a benchmark.
+    pub(crate) fn demo(&self, name: &str) -> Result<Demo> {
+        self.demo_of(&self.gracedemo, name)
     }
-    if opts.sections.iter().all(|s| *s == Section::Overhead) {
+
+    /// A given build of gracedemo, running, for a benchmark.
+    pub(crate) fn demo_of(&self, binary: &Path, name: &str) -> Result<Demo> {
+        let files = Files {
+            binary: binary.to_owned(),
+            tls: None,
+            dir: self.dir.clone(),
+        };
+        Demo::start(&files, name, Config::default())
+    }
+
+    /// The bare server on `ports`, running, with its pid.
+    pub(crate) fn bare(&self, ports: &[u16], name: &str) -> Result<(ServerGroup, u32)> {
+        let mut cmd = Command::new(&self.bare);
+        for port in ports {
+            cmd.arg("--http").arg(format!("127.0.0.1:{port}"));
+        }
+        let log = self.dir.join(format!("{name}.log"));
+        let group = ServerGroup::spawn(cmd, &self.bare, &log)?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let pid = demo::await_pid(&group, addr, Duration::from_secs(10))?;
+        Ok((group, pid))
+    }
+}
+
+pub(crate) fn run(args: &Args) -> Result<()> {
+    let sections = args.selected();
+    let root = cargo::workspace_root()?;
+    if sections.contains(&Section::Overhead) {
+        overhead::run(&root, &args.overhead_args())?;
+    }
+    if sections.iter().all(|s| *s == Section::Overhead) {
         return Ok(());
     }
-    proc::install_interrupt_handler().context("installing the Ctrl-C handler")?;
-    proc::become_subreaper().context("prctl(PR_SET_CHILD_SUBREAPER)")?;
-    let gracedemo = build_release(&root, "gracedemo")?;
-    let bare = build_release(&root, "bare")?;
-    let dir = gracedemo
-        .parent()
-        .and_then(Path::parent)
-        .context("the binary has no target directory")?
-        .join("bench");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let oha = load::ensure_oha(&root)?;
+    let prepared = prepare("bench")?;
     let ctx = Ctx {
-        gracedemo,
-        bare,
-        oha,
-        dir,
+        gracedemo: prepared.gracedemo,
+        bare: cargo::build_release("bare")?,
+        oha: prepared.oha,
+        dir: prepared.dir,
     };
     let machine = Machine::detect();
-    let date = markdown::today_utc();
+    let date = today_utc();
     let write = |begin: &str, end: &str, section: String| -> Result<()> {
         let path = markdown::update(&root, begin, end, &section)?;
         println!("{section}");
         println!("xtask: wrote {}", path.display());
         Ok(())
     };
-    if opts.sections.contains(&Section::Http) {
-        let section = versus::run(&ctx, opts.http_runs, opts.http_secs, &machine, &date)?;
+    if sections.contains(&Section::Http) {
+        let section = versus::run(&ctx, args.http_runs, args.http_secs, &machine, &date)?;
         write(versus::BEGIN, versus::END, section)?;
     }
-    if opts.sections.contains(&Section::Restart) {
+    if sections.contains(&Section::Restart) {
         let mut builds = vec![restart::Build {
             tag: "dynamic",
             label: "default build",
             binary: &ctx.gracedemo,
         }];
-        let statically = build_release_static(&root, "gracedemo")?;
+        let statically = cargo::build_release_static("gracedemo")?;
         match &statically {
             Some(binary) => builds.push(restart::Build {
                 tag: "static",
@@ -211,11 +203,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 eprintln!("xtask: note: not a *-linux-gnu host; only the default build is measured")
             }
         }
-        let section = restart::run(&ctx, &builds, opts.restarts, &machine, &date)?;
+        let section = restart::run(&ctx, &builds, args.restarts, &machine, &date)?;
         write(restart::BEGIN, restart::END, section)?;
     }
-    if opts.sections.contains(&Section::Memory) {
-        let section = memory::run(&ctx, opts.idle_conns, &machine, &date)?;
+    if sections.contains(&Section::Memory) {
+        let section = memory::run(&ctx, args.idle_conns, &machine, &date)?;
         write(memory::BEGIN, memory::END, section)?;
     }
     Ok(())
@@ -245,33 +237,30 @@ pub(crate) fn min(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
+    use crate::cli::{first_error_line, parse};
 
     #[test]
     fn parses_sections_and_routes_overhead_flags() {
-        let o = parse_args(&args("http memory --runs 3 --http-runs=7 --idle-conns 100"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(o.sections, vec![Section::Http, Section::Memory]);
-        assert_eq!(o.overhead_args, args("--runs 3"));
+        let o: Args = parse("http memory --runs 3 --http-runs=7 --idle-conns 100 http").unwrap();
+        assert_eq!(o.selected(), vec![Section::Http, Section::Memory]);
+        assert_eq!(o.overhead_args(), ["--runs", "3"]);
         assert_eq!((o.http_runs, o.idle_conns), (7, 100));
-        assert_eq!(parse_args(&[]).unwrap().unwrap().sections.len(), 4);
+        assert_eq!(parse::<Args>("").unwrap().selected().len(), 4);
     }
 
     #[test]
     fn bad_flags_name_the_flag() {
         for (line, flag) in [
             ("--http-runs 4", "--http-runs"),
+            ("--http-secs 0.1", "--http-secs"),
             ("--restarts x", "--restarts"),
             ("--runs", "--runs"),
+            ("--runs 0", "--runs"),
             ("--nope", "--nope"),
             ("speed", "speed"),
         ] {
-            let e = format!("{:#}", parse_args(&args(line)).err().unwrap());
-            assert!(e.contains(flag) && !e.contains('\n'), "{line}: {e}");
+            let e = first_error_line::<Args>(line);
+            assert!(e.contains(flag), "{line}: {e}");
         }
     }
 

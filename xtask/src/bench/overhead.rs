@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
-use super::markdown::{self, Machine};
+use super::markdown;
+use crate::harness::cargo;
+use crate::harness::machine::{Machine, today_utc};
 
 const BEGIN: &str = "<!-- gracedown-overhead:begin -->";
 const END: &str = "<!-- gracedown-overhead:end -->";
@@ -31,16 +33,14 @@ struct Report {
 
 /// Runs the benchmark with `args` (its own flags) and rewrites its section.
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command.current_dir(root).args([
+    let mut command = cargo::command(&[
         "bench",
         "-p",
         "gracedown",
         "--bench",
         "overhead",
         "--locked",
-    ]);
+    ])?;
     if !args.is_empty() {
         command.arg("--").args(args);
     }
@@ -49,7 +49,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", cargo.to_string_lossy()))?;
+        .with_context(|| format!("starting {}", cargo::describe(&command)))?;
     let stdout = child.stdout.take().context("benchmark stdout")?;
     let mut lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
@@ -63,7 +63,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     }
 
     let report = parse(&lines)?;
-    let section = render(&report, &Machine::detect(), &markdown::today_utc(), args);
+    let section = render(&report, &Machine::detect(), &today_utc(), args);
     let path = markdown::update(root, BEGIN, END, &section)?;
     let (median, min, max) = report.stats();
     println!(
@@ -204,12 +204,8 @@ fn render(report: &Report, machine: &Machine, date: &str, args: &[String]) -> St
         "- Command: `{command}` (it runs `cargo bench -p gracedown --bench overhead --locked` and \
          rewrites this section)."
     );
-    let _ = writeln!(
-        s,
-        "- Machine: nproc {}, {}, kernel {}.",
-        machine.nproc, machine.cpu, machine.kernel
-    );
-    let _ = writeln!(s, "- Date: {date} (UTC).\n");
+    s.push_str(&markdown::machine_and_date(machine, date, ""));
+    s.push('\n');
     let _ = writeln!(
         s,
         "| run | bare (round trips/s) | tracked (round trips/s) | tracked / bare |"

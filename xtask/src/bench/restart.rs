@@ -17,14 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::markdown::Machine;
-use super::versus::start_demo_binary;
-use super::{Ctx, max, median, min};
-use crate::restart_test::http;
-use crate::restart_test::load::{self, Kind, Load};
-use crate::restart_test::proc;
-use crate::restart_test::report::RestartRecord;
-use crate::restart_test::server::free_ports;
+use super::{Ctx, markdown, max, median, min};
+use crate::harness::load::{self, Kind, Load};
+use crate::harness::machine::Machine;
+use crate::harness::restart::{RestartRecord, ms};
+use crate::harness::{http, interrupt, oha, ports};
 
 pub(crate) const BEGIN: &str = "<!-- restart-latency:begin -->";
 pub(crate) const END: &str = "<!-- restart-latency:end -->";
@@ -49,7 +46,6 @@ struct Series {
 
 impl Series {
     fn from(records: &[RestartRecord], cold: Vec<f64>) -> Series {
-        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         Series {
             to_new: records.iter().filter_map(|r| ms(r.to_new)).collect(),
             to_exit: records.iter().filter_map(|r| ms(r.to_old_exit)).collect(),
@@ -87,7 +83,7 @@ impl Drop for Cold {
 /// Starts gracedemo from scratch with the flags a restarted one has and returns the time from
 /// the spawn to its first answer, probing as the restarts are probed.
 fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
-    let ports = free_ports(3)?;
+    let ports = ports::free(3)?;
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let pid_file = ctx.dir.join("bench-cold.pid");
     let log = File::create(ctx.dir.join("bench-cold.log")).context("creating bench-cold.log")?;
@@ -105,7 +101,7 @@ fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
     let child = Cold(command.spawn().context("starting gracedemo")?);
     let end = t0 + Duration::from_secs(10);
     while Instant::now() < end {
-        proc::check_interrupted()?;
+        interrupt::check()?;
         if let Ok(r) = http::get(target, "/pid", Duration::from_secs(1)) {
             if r.pid() != Some(child.0.id()) {
                 bail!(
@@ -125,7 +121,7 @@ fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
 /// Half of what an unthrottled burst of keep-alive load gets from `build`: the fixed rate of
 /// the load the restarts are measured under.
 fn load_rate(ctx: &Ctx, build: &Build<'_>) -> Result<u64> {
-    let mut demo = start_demo_binary(ctx, build.binary, "bench-restart-capacity")?;
+    let mut demo = ctx.demo_of(build.binary, "bench-restart-capacity")?;
     let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
     let capacity = load::capacity(&ctx.oha, Kind::KEEPALIVE, &url, None, &ctx.dir, 2.0)?;
     demo.stop()?;
@@ -146,7 +142,7 @@ fn restarts(
         if rate.is_some() { "loaded" } else { "idle" }
     );
     let name = name.as_str();
-    let mut demo = start_demo_binary(ctx, build.binary, name)?;
+    let mut demo = ctx.demo_of(build.binary, name)?;
     demo.probe_pause = PROBE_PAUSE;
     let mut running = None;
     if let Some(r) = rate {
@@ -165,7 +161,7 @@ fn restarts(
             &ctx.dir.join(format!("{name}.json")),
             &ctx.dir.join(format!("{name}-oha.log")),
         )?);
-        proc::sleep(INTERVAL / 2)?;
+        interrupt::sleep(INTERVAL / 2)?;
     }
     let mut cold = Vec::new();
     for i in 0..n {
@@ -175,7 +171,7 @@ fn restarts(
         // The baseline, under the same conditions, once the restart is over.
         cold.push(cold_start(ctx, build.binary, i)?);
         if rate.is_some() {
-            proc::sleep_until(t0 + INTERVAL)?;
+            interrupt::sleep_until(t0 + INTERVAL)?;
         }
     }
     if let Some(r) = running {
@@ -263,6 +259,37 @@ pub(crate) fn run(
     Ok(section(&measured, n, rate, machine, date))
 }
 
+/// The latency table: each build idle and loaded, then its cold-start baselines.
+fn table(s: &mut String, measured: &[Measured<'_>]) {
+    let _ = writeln!(
+        s,
+        "| build | | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    for m in measured {
+        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+            let _ = writeln!(
+                s,
+                "| {} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                m.build.label,
+                median(&series.to_new),
+                max(&series.to_new),
+                median(&series.to_exit),
+                max(&series.to_exit)
+            );
+        }
+        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+            let _ = writeln!(
+                s,
+                "| {} | baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
+                m.build.label,
+                median(&series.cold),
+                max(&series.cold)
+            );
+        }
+    }
+}
+
 fn section(
     measured: &[Measured<'_>],
     n: usize,
@@ -292,33 +319,7 @@ fn section(
              are statically linked as well.)\n"
         );
     }
-    let _ = writeln!(
-        s,
-        "| build | | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
-    );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
-    for m in measured {
-        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
-            let _ = writeln!(
-                s,
-                "| {} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-                m.build.label,
-                median(&series.to_new),
-                max(&series.to_new),
-                median(&series.to_exit),
-                max(&series.to_exit)
-            );
-        }
-        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
-            let _ = writeln!(
-                s,
-                "| {} | baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
-                m.build.label,
-                median(&series.cold),
-                max(&series.cold)
-            );
-        }
-    }
+    table(&mut s, measured);
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -365,7 +366,7 @@ fn section(
         "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rate} req/s for every build (half \
          of what an unthrottled burst did against the {}), `--latency-correction`; one restart \
          every {} s. Idle: one restart after the other, each once the old pid has exited.",
-        load::OHA_VERSION,
+        oha::VERSION,
         measured.first().map_or("first build", |m| m.build.label),
         INTERVAL.as_secs()
     );
@@ -393,12 +394,11 @@ fn section(
          `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target HOST` \
          (`--target`, so that build scripts and proc-macros stay dynamic)."
     );
-    let _ = writeln!(
-        s,
-        "- Machine: nproc {}, {}, kernel {}; client and server share it.",
-        machine.nproc, machine.cpu, machine.kernel
-    );
-    let _ = writeln!(s, "- Date: {date} (UTC).");
+    s.push_str(&markdown::machine_and_date(
+        machine,
+        date,
+        "; client and server share it",
+    ));
     let _ = writeln!(s, "{END}");
     s
 }

@@ -3,61 +3,17 @@
 //! run, alternating which goes first.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::markdown::Machine;
-use super::{Ctx, max, median, min};
-use crate::restart_test::group::ServerGroup;
-use crate::restart_test::http;
-use crate::restart_test::load::{self, Kind, Load, LoadResult};
-use crate::restart_test::proc;
-use crate::restart_test::server::{Config, Demo, Files, free_ports};
+use super::{Ctx, markdown, max, median, min};
+use crate::harness::load::{self, Kind, Load, LoadResult};
+use crate::harness::machine::Machine;
+use crate::harness::{interrupt, oha, ports};
 
 pub(crate) const BEGIN: &str = "<!-- gracedemo-vs-bare:begin -->";
 pub(crate) const END: &str = "<!-- gracedemo-vs-bare:end -->";
 const TARGET: f64 = 0.97;
-
-/// The bare server, running, with its pid.
-pub(crate) fn start_bare(ctx: &Ctx, ports: &[u16], name: &str) -> Result<(ServerGroup, u32)> {
-    let mut cmd = Command::new(&ctx.bare);
-    for port in ports {
-        cmd.arg("--http").arg(format!("127.0.0.1:{port}"));
-    }
-    let group = ServerGroup::spawn(cmd, &ctx.bare, &ctx.dir.join(format!("{name}.log")))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        proc::check_interrupted()?;
-        if let Some(pid) = http::get(addr, "/pid", Duration::from_secs(1))
-            .ok()
-            .and_then(|r| r.pid())
-        {
-            return Ok((group, pid));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    bail!("the bare server did not answer on {addr}")
-}
-
-/// gracedemo, running, for a benchmark.
-pub(crate) fn start_demo(ctx: &Ctx, name: &str) -> Result<Demo> {
-    start_demo_binary(ctx, &ctx.gracedemo, name)
-}
-
-/// A given build of gracedemo, running, for a benchmark.
-pub(crate) fn start_demo_binary(ctx: &Ctx, binary: &Path, name: &str) -> Result<Demo> {
-    let files = Files {
-        binary: binary.to_owned(),
-        tls: None,
-        dir: ctx.dir.clone(),
-    };
-    Demo::start(&files, name, Config::new())
-}
 
 /// One oha run; every request must succeed.
 fn oha(ctx: &Ctx, url: &str, rate: Option<u64>, requests: u64, tag: &str) -> Result<LoadResult> {
@@ -87,6 +43,43 @@ struct Run {
     latency: ([f64; 3], [f64; 3]),
 }
 
+/// Run `run` of both variants (gracedemo first in `variants`): `requests` unthrottled in halves
+/// ordered A B B A, A alternating between runs, so that both see the same share of whatever else
+/// the machine does meanwhile; then `lat_requests` each at `rate`.
+fn measure(
+    ctx: &Ctx,
+    run: usize,
+    variants: &[(String, &str); 2],
+    requests: u64,
+    rate: u64,
+    lat_requests: u64,
+) -> Result<Run> {
+    let (a, b) = (run % 2, 1 - run % 2);
+    let mut secs = [0.0; 2];
+    for (i, v) in [a, b, b, a].into_iter().enumerate() {
+        let (url, name) = &variants[v];
+        let tag = format!("run{run}-{i}-{name}-throughput");
+        let t = oha(ctx, url, None, requests / 2, &tag)?;
+        secs[v] += (requests / 2) as f64 / t.rps.max(1.0);
+    }
+    let mut latency = [[0.0; 3]; 2];
+    for v in [a, b] {
+        let (url, name) = &variants[v];
+        let l = oha(
+            ctx,
+            url,
+            Some(rate),
+            lat_requests,
+            &format!("run{run}-{name}-latency"),
+        )?;
+        latency[v] = [l.latency.p50, l.latency.p99, l.latency.p999].map(|v| v.unwrap_or(f64::NAN));
+    }
+    Ok(Run {
+        rps: (requests as f64 / secs[0], requests as f64 / secs[1]),
+        latency: (latency[0], latency[1]),
+    })
+}
+
 pub(crate) fn run(
     ctx: &Ctx,
     runs: usize,
@@ -94,9 +87,9 @@ pub(crate) fn run(
     machine: &Machine,
     date: &str,
 ) -> Result<String> {
-    let mut demo = start_demo(ctx, "bench-gracedemo")?;
-    let ports = free_ports(1)?;
-    let (bare_group, _) = start_bare(ctx, &ports, "bench-bare")?;
+    let mut demo = ctx.demo("bench-gracedemo")?;
+    let ports = ports::free(1)?;
+    let (bare_group, _) = ctx.bare(&ports, "bench-bare")?;
     let url_demo = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
     let url_bare = format!("http://127.0.0.1:{}/", ports[0]);
     // One untimed pass of each sizes the runs and warms both up.
@@ -109,64 +102,19 @@ pub(crate) fn run(
     eprintln!(
         "xtask: {runs} runs of {requests} requests unthrottled and {lat_requests} at {rate} req/s, each variant"
     );
+    let variants = [(url_demo, "gracedemo"), (url_bare, "bare")];
     let mut results = Vec::new();
     for run in 0..runs {
-        proc::check_interrupted()?;
-        // Each run is A B B A (halves of the requests each), A alternating between runs: both
-        // variants see the same share of whatever else the machine does meanwhile.
-        let first_demo = run % 2 == 0;
-        let order = [first_demo, !first_demo, !first_demo, first_demo];
-        let mut time = (0.0, 0.0);
-        for (i, is_demo) in order.into_iter().enumerate() {
-            let (url, name) = if is_demo {
-                (&url_demo, "gracedemo")
-            } else {
-                (&url_bare, "bare")
-            };
-            let t = oha(
-                ctx,
-                url,
-                None,
-                requests / 2,
-                &format!("run{run}-{i}-{name}-throughput"),
-            )?;
-            let secs = (requests / 2) as f64 / t.rps.max(1.0);
-            if is_demo {
-                time.0 += secs;
-            } else {
-                time.1 += secs;
-            }
-        }
-        let rps = (requests as f64 / time.0, requests as f64 / time.1);
-        let mut latency = ([0.0; 3], [0.0; 3]);
-        for is_demo in [first_demo, !first_demo] {
-            let (url, name) = if is_demo {
-                (&url_demo, "gracedemo")
-            } else {
-                (&url_bare, "bare")
-            };
-            let l = oha(
-                ctx,
-                url,
-                Some(rate),
-                lat_requests,
-                &format!("run{run}-{name}-latency"),
-            )?;
-            let p = [l.latency.p50, l.latency.p99, l.latency.p999].map(|v| v.unwrap_or(f64::NAN));
-            if is_demo {
-                latency.0 = p;
-            } else {
-                latency.1 = p;
-            }
-        }
+        interrupt::check()?;
+        let r = measure(ctx, run, &variants, requests, rate, lat_requests)?;
         eprintln!(
             "xtask: run {}: gracedemo {:.0} req/s, bare {:.0} req/s, ratio {:.3}",
             run + 1,
-            rps.0,
-            rps.1,
-            rps.0 / rps.1
+            r.rps.0,
+            r.rps.1,
+            r.rps.0 / r.rps.1
         );
-        results.push(Run { rps, latency });
+        results.push(r);
     }
     demo.stop()?;
     drop(bare_group);
@@ -224,19 +172,19 @@ fn render(
          (about {secs} s), in halves ordered A B B A, A alternating between runs; then \
          {lat_requests} requests each at the fixed rate for latency. One untimed pass of each \
          precedes the first run.",
-        load::OHA_VERSION
+        oha::VERSION
     );
     let _ = writeln!(
         s,
         "- Command: `cargo xtask bench http` (builds both in release; `--http-runs N`, \
          `--http-secs S`)."
     );
-    let _ = writeln!(
-        s,
-        "- Machine: nproc {}, {}, kernel {}; client and servers share it.",
-        machine.nproc, machine.cpu, machine.kernel
-    );
-    let _ = writeln!(s, "- Date: {date} (UTC).\n");
+    s.push_str(&markdown::machine_and_date(
+        machine,
+        date,
+        "; client and servers share it",
+    ));
+    s.push('\n');
     let _ = writeln!(
         s,
         "| run | gracedemo (req/s) | bare (req/s) | gracedemo / bare | gracedemo p99 ms | bare p99 ms |"

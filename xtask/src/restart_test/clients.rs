@@ -4,10 +4,10 @@
 //!   connection (oha does not read response bodies);
 //! - keep-alive connections left idle across a restart and then reused, telling a clean close
 //!   from a reset (oha's pool hides both behind retries or one error string);
-//! - the restart probe in `server.rs` (a new connection every few ms, to time when the new pid
+//! - the restart probe in the harness's `restart.rs` (a new connection every few ms, to time when the new pid
 //!   answers and how slow a request gets inside the restart window, which oha cannot report
 //!   per window);
-//! - the HTTP/2 load client in `h2load.rs`, beside each of oha's HTTP/2 loads: it checks the
+//! - the HTTP/2 load client in `h2load/`, beside each of oha's HTTP/2 loads: it checks the
 //!   connection before each request and retries a request caught by a draining server's
 //!   GOAWAY only when RFC 9113 says the server did not process it, so that every other failure
 //!   counts as lost (oha cannot express that retry: it fails all such requests alike, so it
@@ -19,9 +19,47 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http::{self, Fail, HttpError};
-use super::proc;
-use super::report::Outcomes;
+use crate::harness::http::{self, Fail, HttpError, Response};
+use crate::harness::interrupt;
+use crate::harness::outcomes::Outcomes;
+
+/// Requests by outcome, and why the first few that failed did.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) outcomes: Outcomes,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Tally {
+    /// Counts a failed request in `bucket` (see [`Outcomes::bucket`]).
+    fn fail(&mut self, bucket: &str, why: String) {
+        *self.outcomes.bucket(bucket) += 1;
+        if self.failures.len() < 20 {
+            self.failures.push(why);
+        }
+    }
+
+    /// Counts the outcome of `GET path`: a 200 is returned, anything else counted as failed.
+    fn answer(&mut self, path: &str, res: Result<Response, HttpError>) -> Option<Response> {
+        match res {
+            Ok(r) if r.status == 200 => Some(r),
+            Ok(r) => {
+                self.fail("non2xx", format!("GET {path}: {} {:?}", r.status, r.body));
+                None
+            }
+            Err(e) => {
+                self.fail(e.fail.name(), format!("GET {path}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        self.outcomes.add(&o.outcomes);
+        let room = 20_usize.saturating_sub(self.failures.len());
+        self.failures.extend(o.failures.into_iter().take(room));
+    }
+}
 
 /// A slow request that completed.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +70,8 @@ pub(crate) struct Slow {
 
 #[derive(Debug, Default)]
 pub(crate) struct SlowStats {
-    pub(crate) outcomes: Outcomes,
+    pub(crate) tally: Tally,
     pub(crate) completed: Vec<Slow>,
-    /// Why requests failed (the first few).
-    pub(crate) failures: Vec<String>,
     /// Connections refused after the server was told to stop (expected then).
     pub(crate) refused_after_stop: u64,
     /// `/pid` answers with `Connection: close` (the server was draining), retried.
@@ -43,18 +79,9 @@ pub(crate) struct SlowStats {
 }
 
 impl SlowStats {
-    fn failed(&mut self, what: String) {
-        if self.failures.len() < 20 {
-            self.failures.push(what);
-        }
-    }
-
     fn merge(&mut self, o: SlowStats) {
-        self.outcomes.add(&o.outcomes);
+        self.tally.merge(o.tally);
         self.completed.extend(o.completed);
-        for f in o.failures {
-            self.failed(f);
-        }
         self.refused_after_stop += o.refused_after_stop;
         self.retried += o.retried;
     }
@@ -67,7 +94,6 @@ impl SlowStats {
             .count()
     }
 }
-
 /// Threads that each send, one after another, `GET /pid` then `GET /sleep/?duration=D` (D from
 /// 1 to 5 s, or as given) on the same connection, and check that the slow response comes from
 /// the pid that answered `/pid` on that connection: the pid that accepted it.
@@ -104,7 +130,7 @@ impl SlowClients {
         for t in self.threads {
             match t.join() {
                 Ok(s) => all.merge(s),
-                Err(_) => all.failed("a slow client panicked".into()),
+                Err(_) => all.tally.fail("other", "a slow client panicked".into()),
             }
         }
         all
@@ -120,11 +146,12 @@ fn slow_client(
     stopping: &AtomicBool,
 ) -> SlowStats {
     let mut stats = SlowStats::default();
+    let tally = &mut stats.tally;
     // A fixed sequence of durations, different per client, spread over lo..=hi.
     let span = hi.saturating_sub(lo) + 1;
     // Bounded: at most this many requests, and never past `until`.
     for i in 0..10_000u64 {
-        if stop.load(Ordering::SeqCst) || Instant::now() >= until || proc::interrupted() {
+        if stop.load(Ordering::SeqCst) || Instant::now() >= until || interrupt::interrupted() {
             break;
         }
         let millis = lo + (i * 7919 + n as u64 * 3571) % span;
@@ -137,69 +164,62 @@ fn slow_client(
                 break;
             }
             Err(e) => {
-                *stats.outcomes.bucket(e.fail.name()) += 1;
-                stats.failed(format!("connect: {e}"));
+                tally.fail(e.fail.name(), format!("connect: {e}"));
                 continue;
             }
         };
-        let accepted_by = match http::get_on(&mut conn, "/pid", false, Duration::from_secs(5)) {
-            Ok(r) if r.status == 200 && r.pid().is_some() => {
-                stats.outcomes.ok += 1;
-                if r.close {
-                    // Accepted by a draining process: it may not take another request.
-                    stats.retried += 1;
-                    continue;
-                }
-                r.pid().unwrap_or_default()
-            }
-            Ok(r) => {
-                stats.outcomes.non2xx += 1;
-                stats.failed(format!("GET /pid: {} {:?}", r.status, r.body));
-                continue;
-            }
-            Err(e) => {
-                *stats.outcomes.bucket(e.fail.name()) += 1;
-                stats.failed(format!("GET /pid: {e}"));
-                continue;
-            }
+        let res = http::get_on(&mut conn, "/pid", false, Duration::from_secs(5));
+        let Some(r) = tally.answer("/pid", res) else {
+            continue;
         };
+        let Some(accepted_by) = r.pid() else {
+            tally.fail("non2xx", format!("GET /pid: {} {:?}", r.status, r.body));
+            continue;
+        };
+        tally.outcomes.ok += 1;
+        if r.close {
+            // Accepted by a draining process: it may not take another request.
+            stats.retried += 1;
+            continue;
+        }
         let path = format!("/sleep/?duration={millis}ms");
         let sent = Instant::now();
-        match http::get_on(&mut conn, &path, true, timeout) {
-            Ok(r) if r.status == 200 => {
-                let done = Instant::now();
-                let pid = r.pid().unwrap_or(0);
-                if pid != accepted_by {
-                    stats.outcomes.other += 1;
-                    stats.failed(format!(
-                        "GET {path} on a connection accepted by pid {accepted_by} was answered \
-                         by pid {pid}: {:?}",
-                        r.body.trim()
-                    ));
-                } else if done - sent < Duration::from_millis(millis) {
-                    stats.outcomes.other += 1;
-                    stats.failed(format!(
-                        "GET {path} answered after {:?}, before its duration",
-                        done - sent
-                    ));
-                } else {
-                    stats.outcomes.ok += 1;
-                    stats.completed.push(Slow { sent, done });
-                }
-            }
-            Ok(r) => {
-                stats.outcomes.non2xx += 1;
-                stats.failed(format!("GET {path}: {} {:?}", r.status, r.body));
-            }
+        let r = match http::get_on(&mut conn, &path, true, timeout) {
             Err(e) => {
-                *stats.outcomes.bucket(e.fail.name()) += 1;
                 let when = if stopping_before {
                     " (sent after the stop signal)"
                 } else {
                     ""
                 };
-                stats.failed(format!("GET {path} to pid {accepted_by}{when}: {e}"));
+                let why = format!("GET {path} to pid {accepted_by}{when}: {e}");
+                tally.fail(e.fail.name(), why);
+                continue;
             }
+            res => match tally.answer(&path, res) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
+        let done = Instant::now();
+        let pid = r.pid().unwrap_or(0);
+        if pid != accepted_by {
+            tally.fail(
+                "other",
+                format!(
+                    "GET {path} on a connection accepted by pid {accepted_by} was answered by \
+                     pid {pid}: {:?}",
+                    r.body.trim()
+                ),
+            );
+        } else if done - sent < Duration::from_millis(millis) {
+            let early = format!(
+                "GET {path} answered after {:?}, before its duration",
+                done - sent
+            );
+            tally.fail("other", early);
+        } else {
+            tally.outcomes.ok += 1;
+            stats.completed.push(Slow { sent, done });
         }
     }
     stats
@@ -207,7 +227,7 @@ fn slow_client(
 
 #[derive(Debug, Default)]
 pub(crate) struct IdleStats {
-    pub(crate) outcomes: Outcomes,
+    pub(crate) tally: Tally,
     /// Reused and answered.
     pub(crate) reused: u64,
     /// Found closed (a clean FIN) before reuse; the retry on a new connection succeeded.
@@ -217,15 +237,6 @@ pub(crate) struct IdleStats {
     pub(crate) closed_after_send: u64,
     /// ECONNRESET or EPIPE on a reused connection.
     pub(crate) resets: u64,
-    pub(crate) failures: Vec<String>,
-}
-
-impl IdleStats {
-    fn failed(&mut self, what: String) {
-        if self.failures.len() < 20 {
-            self.failures.push(what);
-        }
-    }
 }
 
 /// Opens `n` keep-alive connections, each with one request answered, left idle.
@@ -236,21 +247,14 @@ pub(crate) fn open_idle(addr: SocketAddr, n: usize, stats: &mut IdleStats) -> Ve
             let r = http::get_on(&mut c, "/pid", false, Duration::from_secs(5))?;
             Ok((c, r))
         });
-        match attempt {
-            Ok((c, r)) if r.status == 200 && !r.close => {
-                stats.outcomes.ok += 1;
+        let (conn, res) = match attempt {
+            Ok((c, r)) => (Some(c), Ok(r)),
+            Err(e) => (None, Err(e)),
+        };
+        if let (Some(c), Some(r)) = (conn, stats.tally.answer("/pid (opening)", res)) {
+            stats.tally.outcomes.ok += 1;
+            if !r.close {
                 conns.push(c);
-            }
-            Ok((_, r)) => {
-                stats.outcomes.ok += u64::from(r.status == 200);
-                stats.outcomes.non2xx += u64::from(r.status != 200);
-                if r.status != 200 {
-                    stats.failed(format!("opening: GET /pid {} {:?}", r.status, r.body));
-                }
-            }
-            Err(e) => {
-                *stats.outcomes.bucket(e.fail.name()) += 1;
-                stats.failed(format!("opening: {e}"));
             }
         }
     }
@@ -261,59 +265,44 @@ pub(crate) fn open_idle(addr: SocketAddr, n: usize, stats: &mut IdleStats) -> Ve
 /// but before any response byte) is followed by a retry on a new connection, which must
 /// succeed; a reset or a lost request is a failure.
 pub(crate) fn reuse(mut conn: TcpStream, addr: SocketAddr, stats: &mut IdleStats) {
-    let tag = |e: &HttpError| format!("reusing an idle connection: {e}");
-    match http::peer_closed(&conn) {
-        Ok(true) => {
+    let res = http::peer_closed(&conn).and_then(|closed| {
+        if closed {
             stats.closed_idle += 1;
-            retry(addr, stats);
+            return Ok(None);
+        }
+        match http::get_on(&mut conn, "/pid", false, Duration::from_secs(5)) {
+            Err(e) if e.fail == Fail::Closed => {
+                stats.closed_after_send += 1;
+                Ok(None)
+            }
+            res => res.map(Some),
+        }
+    });
+    let res = match res {
+        Ok(None) => {
+            // Closed cleanly: the retry on a new connection must succeed.
+            let retried = http::get(addr, "/pid", Duration::from_secs(5));
+            if stats
+                .tally
+                .answer("/pid (retry after a clean close)", retried)
+                .is_some()
+            {
+                stats.tally.outcomes.ok += 1;
+            }
             return;
         }
-        Ok(false) => {}
+        Ok(Some(r)) => Ok(r),
         Err(e) => {
-            if e.fail == Fail::Reset {
-                stats.resets += 1;
-            }
-            *stats.outcomes.bucket(e.fail.name()) += 1;
-            stats.failed(tag(&e));
-            return;
+            stats.resets += u64::from(e.fail == Fail::Reset);
+            Err(e)
         }
-    }
-    match http::get_on(&mut conn, "/pid", false, Duration::from_secs(5)) {
-        Ok(r) if r.status == 200 => {
-            stats.outcomes.ok += 1;
-            stats.reused += 1;
-        }
-        Ok(r) => {
-            stats.outcomes.non2xx += 1;
-            stats.failed(format!("reused: GET /pid {} {:?}", r.status, r.body));
-        }
-        Err(e) if e.fail == Fail::Closed => {
-            stats.closed_after_send += 1;
-            retry(addr, stats);
-        }
-        Err(e) => {
-            if e.fail == Fail::Reset {
-                stats.resets += 1;
-            }
-            *stats.outcomes.bucket(e.fail.name()) += 1;
-            stats.failed(tag(&e));
-        }
-    }
-}
-
-fn retry(addr: SocketAddr, stats: &mut IdleStats) {
-    match http::get(addr, "/pid", Duration::from_secs(5)) {
-        Ok(r) if r.status == 200 => stats.outcomes.ok += 1,
-        Ok(r) => {
-            stats.outcomes.non2xx += 1;
-            stats.failed(format!(
-                "retry after a clean close: GET /pid {} {:?}",
-                r.status, r.body
-            ));
-        }
-        Err(e) => {
-            *stats.outcomes.bucket(e.fail.name()) += 1;
-            stats.failed(format!("retry after a clean close: {e}"));
-        }
+    };
+    if stats
+        .tally
+        .answer("/pid (reusing an idle connection)", res)
+        .is_some()
+    {
+        stats.tally.outcomes.ok += 1;
+        stats.reused += 1;
     }
 }

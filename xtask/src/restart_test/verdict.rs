@@ -1,14 +1,83 @@
-//! The verdicts every scenario shares, from the restart records: descriptor and memory growth
-//! across generations, and how the generations exited.
+//! The verdicts every scenario shares ([`judge`]): at most two live generations, no zombie, no
+//! descriptor or memory growth across restarts, every generation exiting 0, every probe
+//! answered, no panic in the log.
 
-use std::process::ExitStatus;
+use nix::sys::signal::Signal;
 
-use super::report::RestartRecord;
+use crate::harness::demo::Demo;
+use crate::harness::process::Exit;
+use crate::harness::restart::RestartRecord;
+
+use super::report::ScenarioResult;
+
+/// Adds what every scenario checks to `result`: the restarts and their verdicts (live
+/// generations, descriptor and memory growth, zombies), how each generation exited, the
+/// probes, and the log. Call after [`Demo::stop`].
+pub(crate) fn judge(demo: &mut Demo, result: &mut ScenarioResult) {
+    demo.collect_exits(true);
+    // The scan samples every few ms and can miss a short overlap; the timings cannot: a
+    // generation that exits after its successor's successor answered overlapped with both.
+    let times = demo.signal_times.clone();
+    for i in 1..demo.restarts.len() {
+        let (prev, next) = (&demo.restarts[i - 1], &demo.restarts[i]);
+        let prev_exit = prev.to_old_exit.zip(times.get(i - 1)).map(|(d, t)| *t + d);
+        let next_new = next.to_new.zip(times.get(i)).map(|(d, t)| *t + d);
+        if let (Some(exit), Some(answered)) = (prev_exit, next_new) {
+            if exit > answered {
+                demo.restarts[i].generations = demo.restarts[i].generations.max(3);
+            }
+        }
+    }
+    result.max_generations = demo.group.max_live().max(
+        demo.restarts
+            .iter()
+            .map(|r| r.generations)
+            .max()
+            .unwrap_or(0),
+    );
+    result.zombies = demo.group.zombies();
+    result.restarts = std::mem::take(&mut demo.restarts);
+    result.clients.add(&demo.probes);
+    result.failures.append(&mut demo.failures);
+    if result.max_generations > 2 {
+        result.fail(format!(
+            "{} server generations were alive at once (at most 2 allowed)",
+            result.max_generations
+        ));
+    }
+    if !result.zombies.is_empty() {
+        result.fail(format!(
+            "zombies left unreaped by a server for over a second: {:?}",
+            result.zombies
+        ));
+    }
+    if let Some(why) = fd_growth(&result.restarts) {
+        result.fail(why);
+    }
+    if let Some(why) = rss_growth(&result.restarts) {
+        result.fail(why);
+    }
+    let killed = demo.group.killed_by_harness();
+    for (pid, status, _) in demo.group.exits() {
+        if !exited_cleanly(status, killed) {
+            result.fail(format!("server process {pid} exited with {status}"));
+        }
+    }
+    result.log = Some(demo.log_path().to_string_lossy().into_owned());
+    let log = demo.log_text();
+    let panics: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("panicked"))
+        .take(3)
+        .collect();
+    if !panics.is_empty() {
+        result.fail(format!("the server panicked: {}", panics.join(" | ")));
+    }
+}
 
 /// Exit 0, or SIGKILL when the harness had to kill the group (reported as left running).
-pub(crate) fn exited_cleanly(status: ExitStatus, killed_by_harness: bool) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.success() || (killed_by_harness && status.signal() == Some(libc::SIGKILL))
+pub(crate) fn exited_cleanly(exit: Exit, killed_by_harness: bool) -> bool {
+    exit.success() || (killed_by_harness && exit == Exit::Signal(Signal::SIGKILL))
 }
 
 /// Descriptors other than TCP connections may not grow from one generation to the next by more
@@ -74,6 +143,15 @@ mod tests {
             rss_kib: Some(rss),
             ..RestartRecord::default()
         }
+    }
+
+    #[test]
+    fn only_exit_0_is_clean_unless_the_harness_killed() {
+        assert!(exited_cleanly(Exit::Code(0), false));
+        assert!(!exited_cleanly(Exit::Code(3), true));
+        assert!(!exited_cleanly(Exit::Signal(Signal::SIGKILL), false));
+        assert!(exited_cleanly(Exit::Signal(Signal::SIGKILL), true));
+        assert!(!exited_cleanly(Exit::Signal(Signal::SIGSEGV), true));
     }
 
     #[test]

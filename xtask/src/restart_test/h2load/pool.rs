@@ -30,7 +30,7 @@ const KEEP: usize = 10;
 
 type Sender = SendRequest<Empty<Bytes>>;
 
-/// A lost request: its outcome bucket (the names of `report::Outcomes::bucket`) and why.
+/// A lost request: its outcome bucket (the names of `Outcomes::bucket` in the harness) and why.
 #[derive(Debug)]
 pub(super) struct Lost {
     pub(super) bucket: &'static str,

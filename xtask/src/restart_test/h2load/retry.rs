@@ -13,7 +13,7 @@ pub(super) enum Verdict {
     /// (`goaway: true`), or reset with REFUSED_STREAM.
     Refused { goaway: bool },
     /// The server may have processed it: lost, with its outcome bucket (the names of
-    /// `report::Outcomes::bucket`).
+    /// `Outcomes::bucket` in the harness).
     Lost(&'static str),
 }
 

@@ -14,18 +14,18 @@ use anyhow::{Context, Result, anyhow};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::super::json::Json;
-use super::super::proc;
-use super::super::report::{Latency, Outcomes};
 use super::pool::{self, Connector, Lost, Retries, Slot};
+use crate::harness::interrupt;
+use crate::harness::outcomes::{Latency, Outcomes};
 
 /// Connections kept open, and requests in flight on each (well under any server's
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`, so no stream waits to open).
-const CONNS: usize = 4;
-const STREAMS: usize = 4;
+pub(crate) const CONNS: usize = 4;
+pub(crate) const STREAMS: usize = 4;
 /// Requests per second at most: a small share of one core, so that oha keeps the machine.
 pub(crate) const RATE: u64 = 2_000;
 /// A request not answered within this, retries included, is lost: gracedemo answers in
@@ -63,7 +63,7 @@ pub(crate) fn tls_config(ca: &Path) -> Result<Arc<ClientConfig>> {
 }
 
 /// The figures of one run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct H2Stats {
     /// `h2c` or `tls h2`.
     pub(crate) kind: &'static str,
@@ -71,25 +71,30 @@ pub(crate) struct H2Stats {
     pub(crate) requests: u64,
     pub(crate) ok: u64,
     /// Requests answered after at least one retry.
+    #[serde(rename = "retried_requests")]
     pub(crate) retried: u64,
     /// Attempts hyper never sent (handed back, or canceled before sending), each sent again.
     pub(crate) retried_unsent: u64,
     /// Attempts above the last stream id of a GOAWAY, each sent again.
+    #[serde(rename = "retried_refused_goaway")]
     pub(crate) retried_goaway: u64,
     /// Attempts reset with REFUSED_STREAM, each sent again.
     pub(crate) retried_refused_stream: u64,
     /// Why the first few retried requests' first attempts failed.
     pub(crate) retry_examples: Vec<String>,
     /// Lost requests by outcome (the names of [`Outcomes::bucket`]).
+    #[serde(rename = "lost_by_outcome")]
     pub(crate) lost: BTreeMap<&'static str, u64>,
     /// Why requests were lost (the first few).
     pub(crate) errors: Vec<String>,
+    #[serde(rename = "connections_opened")]
     pub(crate) connections: u64,
     /// Connections that ended with an error rather than a clean close (not a verdict: the
     /// requests on them count by their own outcome).
     pub(crate) connection_errors: u64,
     pub(crate) connection_error_messages: Vec<String>,
     /// Of the answered requests, from when each was due, retries included.
+    #[serde(rename = "latency_ms")]
     pub(crate) latency: Latency,
 }
 
@@ -138,35 +143,6 @@ impl H2Stats {
             ms(self.latency.p99),
             ms(self.latency.max),
         )
-    }
-
-    pub(crate) fn to_json(&self) -> Json {
-        Json::obj([
-            ("kind", Json::from(self.kind)),
-            ("rate", self.rate.into()),
-            ("connections", CONNS.into()),
-            ("streams_per_connection", STREAMS.into()),
-            ("requests", self.requests.into()),
-            ("ok", self.ok.into()),
-            ("lost", self.lost_total().into()),
-            (
-                "lost_by_outcome",
-                Json::obj(self.lost.iter().map(|(k, v)| (*k, Json::from(*v)))),
-            ),
-            ("errors", self.errors.clone().into()),
-            ("retried_requests", self.retried.into()),
-            ("retried_unsent", self.retried_unsent.into()),
-            ("retried_refused_goaway", self.retried_goaway.into()),
-            ("retried_refused_stream", self.retried_refused_stream.into()),
-            ("retry_examples", self.retry_examples.clone().into()),
-            ("connections_opened", self.connections.into()),
-            ("connection_errors", self.connection_errors.into()),
-            (
-                "connection_error_messages",
-                self.connection_error_messages.clone().into(),
-            ),
-            ("latency_ms", self.latency.to_json()),
-        ])
     }
 
     fn add(&mut self, t: Tally) {
@@ -223,7 +199,7 @@ impl H2Load {
         let stats = thread
             .join()
             .map_err(|_| anyhow!("the HTTP/2 client's thread panicked"))??;
-        proc::check_interrupted()?;
+        interrupt::check()?;
         Ok(stats)
     }
 }
@@ -297,7 +273,7 @@ async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Result<H2Stats> {
             let mut tally = Tally::default();
             // Request i is due at i / rate; this worker takes every `workers`-th one.
             for i in (w..requests).step_by(workers as usize) {
-                if stop.load(Ordering::SeqCst) || proc::interrupted() {
+                if stop.load(Ordering::SeqCst) || interrupt::interrupted() {
                     break;
                 }
                 let due = start + Duration::from_secs_f64(i as f64 / rate as f64);

@@ -6,24 +6,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use nix::sys::signal::Signal;
+
 use super::super::Env;
-use super::super::load::Kind;
-use super::super::proc;
 use super::super::report::ScenarioResult;
-use super::super::server::{Config, Demo, Launch};
+use super::super::verdict::judge;
 use super::{Scenario, TAIL, WARMUP, finish_loads, start_loads};
+use crate::harness::demo::{Config, Demo, Launch};
+use crate::harness::load::Kind;
+use crate::harness::{interrupt, process, workdir};
 
 /// `broken-binary`: the path gracedemo was started from is swapped to a binary that exits at
 /// once, then to one that never reports ready; neither may disturb the serving process.
 pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     let s = Scenario::BrokenBinary;
-    let mut result = ScenarioResult {
-        name: s.name(),
-        ..ScenarioResult::default()
-    };
+    let mut result = ScenarioResult::new(s.name());
     let dir = env.work().join("broken-binary");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    workdir::fresh(&dir)?;
     let exits = dir.join("exits-at-once");
     let never = dir.join("never-ready");
     write_script(
@@ -40,13 +39,13 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     let config = Config {
         launch: Launch::Via(link.clone()),
         ready_timeout,
-        ..Config::new()
+        ..Config::default()
     };
     let mut demo = Demo::start(&env.files, s.name(), config)?;
     let phase = ready_timeout + Duration::from_secs(2);
     let planned = WARMUP + phase * 2 + env.interval() + TAIL;
     let loads = start_loads(env, &demo, &mut result, &[Kind::KEEPALIVE], planned)?;
-    proc::sleep(WARMUP)?;
+    interrupt::sleep(WARMUP)?;
     let old = demo.current();
     for (n, (what, target)) in [("exits at once", &exits), ("never gets ready", &never)]
         .into_iter()
@@ -54,7 +53,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     {
         swap_link(target, &link)?;
         let t0 = Instant::now();
-        proc::signal(old, libc::SIGUSR2).with_context(|| format!("SIGUSR2 to {old}"))?;
+        process::signal(old, Signal::SIGUSR2).with_context(|| format!("SIGUSR2 to {old}"))?;
         // The old pid keeps answering, and only it, until the failure is over.
         let (other, _) = demo.probe_until(t0, phase, |pid| pid != old)?;
         if let Some((pid, _)) = other {
@@ -96,7 +95,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     swap_link(&env.files.binary, &link)?;
     let t0 = Instant::now();
     demo.restart(1, env.interval().saturating_sub(Duration::from_millis(100)))?;
-    proc::sleep_until(t0 + env.interval())?;
+    interrupt::sleep_until(t0 + env.interval())?;
     if let Some(rec) = demo.restarts.last() {
         if rec.generation != Some(1) {
             result.fail(format!(
@@ -108,7 +107,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     finish_loads(&mut result, loads, false, 1)?;
     demo.stop()?;
     result.note("two failed upgrades (exit 3 at once; never ready, killed at the 1 s ready timeout), then one good");
-    demo.finish(&mut result);
+    judge(&mut demo, &mut result);
     Ok(result)
 }
 

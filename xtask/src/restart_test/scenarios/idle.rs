@@ -6,10 +6,11 @@ use anyhow::Result;
 
 use super::super::Env;
 use super::super::clients::{self, IdleStats};
-use super::super::proc;
 use super::super::report::ScenarioResult;
-use super::super::server::{Config, Demo};
+use super::super::verdict::judge;
 use super::Scenario;
+use crate::harness::demo::{Config, Demo};
+use crate::harness::interrupt;
 
 /// `idle-reuse`: keep-alive connections idle across a restart, reused at moments spread over
 /// the old process's drain. Its idle connections close once idle for 250 ms (and at most 1 s
@@ -18,11 +19,8 @@ use super::Scenario;
 /// after it.
 pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     let s = Scenario::IdleReuse;
-    let mut result = ScenarioResult {
-        name: s.name(),
-        ..ScenarioResult::default()
-    };
-    let mut demo = Demo::start(&env.files, s.name(), Config::new())?;
+    let mut result = ScenarioResult::new(s.name());
+    let mut demo = Demo::start(&env.files, s.name(), Config::default())?;
     let addr = demo.http_addr(0);
     let conns_per_restart = 24;
     let spread = Duration::from_millis(400);
@@ -33,7 +31,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
         demo.snapshot();
         let conns = clients::open_idle(addr, conns_per_restart, &mut stats);
         // Idle for a moment before the restart.
-        proc::sleep(Duration::from_millis(50))?;
+        interrupt::sleep(Duration::from_millis(50))?;
         demo.restart(1, Duration::ZERO)?;
         let t0 = demo
             .signal_times
@@ -42,13 +40,13 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
             .unwrap_or_else(Instant::now);
         let step = spread / u32::try_from(conns.len().max(1)).unwrap_or(1);
         for (j, conn) in conns.into_iter().enumerate() {
-            proc::sleep_until(t0 + step * u32::try_from(j).unwrap_or(0))?;
+            interrupt::sleep_until(t0 + step * u32::try_from(j).unwrap_or(0))?;
             clients::reuse(conn, addr, &mut stats);
         }
-        proc::sleep_until(t0 + spread + Duration::from_millis(1000))?;
+        interrupt::sleep_until(t0 + spread + Duration::from_millis(1000))?;
     }
     demo.stop()?;
-    result.clients.add(&stats.outcomes);
+    result.clients.add(&stats.tally.outcomes);
     for (k, v) in [
         ("reused_and_answered", stats.reused),
         ("closed_while_idle_then_retried", stats.closed_idle),
@@ -58,7 +56,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
         ),
         ("resets", stats.resets),
     ] {
-        result.extra.push((k.into(), v.into()));
+        result.detail(k, v);
     }
     result.note(format!(
         "idle connections reused: {} answered on the old connection, {} found closed (clean \
@@ -66,7 +64,7 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
          {} reset",
         stats.reused, stats.closed_idle, stats.closed_after_send, stats.resets
     ));
-    for f in &stats.failures {
+    for f in &stats.tally.failures {
         result.fail(format!("idle reuse: {f}"));
     }
     if stats.resets > 0 {
@@ -75,6 +73,6 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
             stats.resets
         ));
     }
-    demo.finish(&mut result);
+    judge(&mut demo, &mut result);
     Ok(result)
 }

@@ -1,7 +1,7 @@
 //! The scenarios and their verdicts. Every scenario also gets the checks of
-//! [`Demo::finish`]: at most two live generations, no descriptor or memory growth across
-//! restarts, no zombie, every generation exiting 0, the pid file naming the new pid, every probe
-//! answered.
+//! [`verdict::judge`](super::verdict::judge): at most two live generations, no descriptor or
+//! memory growth across restarts, no zombie, every generation exiting 0, the pid file naming
+//! the new pid, every probe answered.
 
 mod broken;
 mod idle;
@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::builder::PossibleValue;
 
 use super::Env;
 use super::h2load::{self, H2Load, H2Stats};
-use super::load::{self, Kind, Load, Proto};
 use super::report::ScenarioResult;
-use super::server::{Config, Demo, Launch};
+use crate::harness::demo::{Config, Demo, Launch};
+use crate::harness::load::{self, Kind, Load, Proto};
 
 /// Load before the first restart, so every connection is open and busy when it comes.
 pub(super) const WARMUP: Duration = Duration::from_millis(500);
@@ -67,10 +68,6 @@ impl Scenario {
         }
     }
 
-    pub(crate) fn from_name(name: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|s| s.name() == name)
-    }
-
     /// What it does and when it passes (`--list`).
     pub(crate) fn verdict(self) -> &'static str {
         match self {
@@ -113,36 +110,41 @@ impl Scenario {
     }
 }
 
+/// Scenarios by name on the command line, each with its verdict in `--help`.
+impl clap::ValueEnum for Scenario {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Scenario::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.verdict()))
+    }
+}
+
 pub(crate) fn run(env: &Env, s: Scenario) -> Result<ScenarioResult> {
     let ka = Kind::KEEPALIVE;
     let one = |_: usize| 1;
     match s {
-        Scenario::KeepAlive => under_load::run(env, s, &[ka], Config::new(), one),
+        Scenario::KeepAlive => under_load::run(env, s, &[ka], Config::default(), one),
         Scenario::Close => {
-            under_load::run(env, s, &[kind(Proto::Close, false)], Config::new(), one)
+            under_load::run(env, s, &[kind(Proto::Close, false)], Config::default(), one)
         }
-        Scenario::H2 => under_load::run(env, s, &[kind(Proto::H2, false)], Config::new(), one),
+        Scenario::H2 => under_load::run(env, s, &[kind(Proto::H2, false)], Config::default(), one),
         Scenario::Tls => {
             let config = Config {
                 tls: true,
-                ..Config::new()
+                ..Config::default()
             };
             let kinds = [kind(Proto::KeepAlive, true), kind(Proto::H2, true)];
             under_load::run(env, s, &kinds, config, one)
         }
-        Scenario::DoubleSignal => {
-            under_load::run(
-                env,
-                s,
-                &[ka],
-                Config::new(),
-                |i| if i % 2 == 0 { 2 } else { 3 },
-            )
-        }
+        Scenario::DoubleSignal => under_load::run(env, s, &[ka], Config::default(), |i| {
+            if i % 2 == 0 { 2 } else { 3 }
+        }),
         Scenario::SocketActivation => {
             let config = Config {
                 launch: Launch::SocketActivation,
-                ..Config::new()
+                ..Config::default()
             };
             under_load::run(env, s, &[ka], config, one)
         }

@@ -6,23 +6,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use nix::sys::signal::Signal;
+
 use super::super::Env;
 use super::super::clients::SlowClients;
-use super::super::json::Json;
-use super::super::load::Kind;
-use super::super::proc::{self, ExitWatch};
 use super::super::report::ScenarioResult;
-use super::super::server::{Config, Demo};
+use super::super::verdict::judge;
 use super::{Scenario, finish_loads, start_loads};
+use crate::harness::demo::{Config, Demo};
+use crate::harness::exit_watch::ExitWatch;
+use crate::harness::load::Kind;
+use crate::harness::restart::ms;
+use crate::harness::{interrupt, process};
 
 /// `slow`: 1-5 s requests spanning restarts, with keep-alive load besides.
 pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
     let s = Scenario::Slow;
-    let mut result = ScenarioResult {
-        name: s.name(),
-        ..ScenarioResult::default()
-    };
-    let mut demo = Demo::start(&env.files, s.name(), Config::new())?;
+    let mut result = ScenarioResult::new(s.name());
+    let mut demo = Demo::start(&env.files, s.name(), Config::default())?;
     // The old generation drains its slow requests (up to 5 s) before it exits; restarting
     // sooner than that would have three generations alive.
     let interval = env.interval().max(Duration::from_secs(6));
@@ -34,27 +35,20 @@ pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
     let until = Instant::now() + planned.saturating_sub(Duration::from_secs(5));
     let slow = SlowClients::start(demo.http_addr(1), 6, (1000, 5000), until, stopping);
     // Let slow requests get in flight before the first restart.
-    proc::sleep(lead)?;
+    interrupt::sleep(lead)?;
     for _ in 0..n {
         let t0 = Instant::now();
         demo.restart(1, interval.saturating_sub(Duration::from_millis(200)))?;
-        proc::sleep_until(t0 + interval)?;
+        interrupt::sleep_until(t0 + interval)?;
     }
     let stats = slow.finish();
     finish_loads(&mut result, loads, false, n)?;
     demo.stop()?;
     let spanning = stats.spanning(&demo.signal_times);
-    result.clients.add(&stats.outcomes);
-    result
-        .extra
-        .push(("slow_completed".into(), stats.completed.len().into()));
-    result
-        .extra
-        .push(("slow_spanning_a_restart".into(), spanning.into()));
-    result.extra.push((
-        "slow_retried_on_draining_connection".into(),
-        stats.retried.into(),
-    ));
+    result.clients.add(&stats.tally.outcomes);
+    result.detail("slow_completed", stats.completed.len());
+    result.detail("slow_spanning_a_restart", spanning);
+    result.detail("slow_retried_on_draining_connection", stats.retried);
     result.note(format!(
         "{} slow requests completed, {spanning} of them in flight across a restart, each \
          answered by the pid that accepted its connection; {} retried (accepted by a draining \
@@ -62,24 +56,21 @@ pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
         stats.completed.len(),
         stats.retried
     ));
-    for f in &stats.failures {
+    for f in &stats.tally.failures {
         result.fail(format!("slow request: {f}"));
     }
     if spanning == 0 {
         result.fail("no slow request was in flight across a restart: nothing was tested");
     }
-    demo.finish(&mut result);
+    judge(&mut demo, &mut result);
     Ok(result)
 }
 
 /// `sigterm`: load and slow requests, then SIGTERM.
 pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
     let s = Scenario::Sigterm;
-    let mut result = ScenarioResult {
-        name: s.name(),
-        ..ScenarioResult::default()
-    };
-    let config = Config::new();
+    let mut result = ScenarioResult::new(s.name());
+    let config = Config::default();
     let stop_timeout = config.stop_timeout;
     let mut demo = Demo::start(&env.files, s.name(), config)?;
     let before = Duration::from_secs(2);
@@ -94,24 +85,19 @@ pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
         until,
         Arc::clone(&stopping),
     );
-    proc::sleep(before)?;
+    interrupt::sleep(before)?;
     let pid = demo.current();
     let watch = ExitWatch::start(pid, stop_timeout + Duration::from_secs(5));
     stopping.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
-    proc::signal(pid, libc::SIGTERM).with_context(|| format!("SIGTERM to {pid}"))?;
+    process::signal(pid, Signal::SIGTERM).with_context(|| format!("SIGTERM to {pid}"))?;
     let exited = watch.wait().map(|t| t - t0);
     let stats = slow.finish();
     finish_loads(&mut result, loads, true, 0)?;
     let in_flight = stats.spanning(&[t0]);
-    result.clients.add(&stats.outcomes);
-    result.extra.push((
-        "exit_after_sigterm_ms".into(),
-        Json::from(exited.map(|d| d.as_secs_f64() * 1000.0)),
-    ));
-    result
-        .extra
-        .push(("slow_in_flight_at_sigterm".into(), in_flight.into()));
+    result.clients.add(&stats.tally.outcomes);
+    result.detail("exit_after_sigterm_ms", ms(exited));
+    result.detail("slow_in_flight_at_sigterm", in_flight);
     match exited {
         Some(d) if d <= stop_timeout => result.note(format!(
             "exited {:.0} ms after SIGTERM (stop timeout {stop_timeout:?}); {in_flight} slow \
@@ -126,7 +112,7 @@ pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
             stop_timeout + Duration::from_secs(5)
         )),
     }
-    for f in &stats.failures {
+    for f in &stats.tally.failures {
         result.fail(format!("slow request: {f}"));
     }
     if in_flight == 0 {
@@ -143,6 +129,6 @@ pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
             demo.http_addr(0)
         ));
     }
-    demo.finish(&mut result);
+    judge(&mut demo, &mut result);
     Ok(result)
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::super::Env;
-use super::super::load::Kind;
-use super::super::proc;
 use super::super::report::ScenarioResult;
-use super::super::server::{Config, Demo};
+use super::super::verdict::judge;
 use super::{Scenario, TAIL, WARMUP, finish_loads, start_loads};
+use crate::harness::demo::{Config, Demo};
+use crate::harness::interrupt;
+use crate::harness::load::Kind;
 
 /// N restarts at a fixed interval under load; `signals(i)` SIGUSR2 per restart. With more than
 /// one signal, each restart must make exactly one new generation.
@@ -21,10 +22,7 @@ pub(super) fn run(
     config: Config,
     signals: impl Fn(usize) -> u32,
 ) -> Result<ScenarioResult> {
-    let mut result = ScenarioResult {
-        name: s.name(),
-        ..ScenarioResult::default()
-    };
+    let mut result = ScenarioResult::new(s.name());
     let mut demo = Demo::start(&env.files, s.name(), config)?;
     if s == Scenario::SocketActivation {
         check_activation(&demo, &mut result);
@@ -32,13 +30,13 @@ pub(super) fn run(
     let (n, interval) = (env.restarts(), env.interval());
     let planned = WARMUP + interval * u32::try_from(n).unwrap_or(u32::MAX) + TAIL;
     let loads = start_loads(env, &demo, &mut result, kinds, planned)?;
-    proc::sleep(WARMUP)?;
+    interrupt::sleep(WARMUP)?;
     let mut generation = 0;
     for i in 0..n {
         let t0 = Instant::now();
         let count = signals(i);
         demo.restart(count, interval.saturating_sub(Duration::from_millis(100)))?;
-        proc::sleep_until(t0 + interval)?;
+        interrupt::sleep_until(t0 + interval)?;
         if count > 1 {
             check_one_generation(&mut demo, &mut result, i, t0, &mut generation);
         }
@@ -61,7 +59,7 @@ pub(super) fn run(
              as arriving during an upgrade (the rest arrived after the handover)"
         ));
     }
-    demo.finish(&mut result);
+    judge(&mut demo, &mut result);
     Ok(result)
 }
 

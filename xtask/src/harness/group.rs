@@ -6,15 +6,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
 
-use super::proc::{ProcStat, exe, interrupted, processes, reap_group};
+use super::interrupt::interrupted;
+use super::process::{self, Exit, reap_group};
+use super::procfs::{ProcStat, exe, processes};
 
 /// What the watcher saw of the server's process group.
 #[derive(Debug, Default)]
@@ -24,7 +27,7 @@ struct Seen {
     /// (when, live server processes) at every change.
     live: Vec<(Instant, usize)>,
     /// Exits reaped by the harness: pid, status, when.
-    exits: Vec<(u32, ExitStatus, Instant)>,
+    exits: Vec<(u32, Exit, Instant)>,
     /// Zombie children of a live server, with when first seen.
     zombies_first_seen: BTreeMap<u32, Instant>,
     /// Zombies left unreaped by their server parent for longer than [`ZOMBIE_GRACE`].
@@ -140,7 +143,7 @@ impl ServerGroup {
     }
 
     /// Exits reaped so far: pid, status, when.
-    pub(crate) fn exits(&self) -> Vec<(u32, ExitStatus, Instant)> {
+    pub(crate) fn exits(&self) -> Vec<(u32, Exit, Instant)> {
         self.seen().exits.clone()
     }
 
@@ -181,10 +184,8 @@ impl ServerGroup {
         if !left.is_empty() {
             self.killed.store(true, Ordering::SeqCst);
         }
-        if let Ok(group) = libc::pid_t::try_from(self.pgid) {
-            // SAFETY: kill takes plain integers; a negative pid names our server's group only.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
-        }
+        // An error is a group already gone.
+        let _ = process::signal_group(self.pgid, Signal::SIGKILL);
         // Bounded by the limit; SIGKILL cannot be ignored.
         let _ = self.wait_empty(Duration::from_secs(5));
         left

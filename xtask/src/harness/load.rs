@@ -1,72 +1,21 @@
-//! Load from oha: installing it, running it at a fixed rate, and reading its JSON report into
-//! requests by outcome and latency percentiles.
+//! Load from oha: running it at a fixed rate and reading its report into requests by outcome
+//! and latency percentiles.
 //!
 //! oha runs with `-q RATE --latency-correction`: a fixed arrival rate, latency measured from
 //! when each request was due rather than when it was sent, so a stall during a restart shows in
 //! the percentiles instead of being hidden by coordinated omission. `-n` fixes the number of
 //! requests, so that every one of them is accounted for in the report.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::json::Json;
-use super::proc;
-use super::report::{Latency, Outcomes};
-
-/// The oha release the harness installs and whose JSON it reads.
-pub(crate) const OHA_VERSION: &str = "1.16.0";
-
-/// The oha to run: `$OHA` when set, else `<repo>/.tools/bin/oha`, installed there with
-/// `cargo install --locked` when missing or another version.
-pub(crate) fn ensure_oha(root: &Path) -> Result<PathBuf> {
-    if let Some(oha) = std::env::var_os("OHA") {
-        return Ok(PathBuf::from(oha));
-    }
-    let tools = root.join(".tools");
-    let oha = tools.join("bin").join("oha");
-    if version_of(&oha).is_some_and(|v| v.contains(OHA_VERSION)) {
-        return Ok(oha);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "xtask: installing oha {OHA_VERSION} into {} (cargo install --locked; a few minutes)",
-        tools.display()
-    );
-    let started = Instant::now();
-    let status = Command::new(&cargo)
-        .args([
-            "install",
-            "--locked",
-            "oha",
-            "--version",
-            OHA_VERSION,
-            "--root",
-        ])
-        .arg(&tools)
-        .status()
-        .with_context(|| format!("running {} install", cargo.to_string_lossy()))?;
-    if !status.success() {
-        bail!("cargo install --locked oha --version {OHA_VERSION} failed ({status})");
-    }
-    eprintln!(
-        "xtask: installed oha in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    if version_of(&oha).is_none() {
-        bail!("{} does not run after installing it", oha.display());
-    }
-    Ok(oha)
-}
-
-fn version_of(oha: &Path) -> Option<String> {
-    let out = Command::new(oha).arg("--version").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use super::interrupt;
+use super::oha::Report;
+use super::outcomes::{Latency, Outcomes};
 
 /// How oha talks to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -188,10 +137,10 @@ impl Running {
             if let Some(status) = self.child.try_wait().context("waiting for oha")? {
                 break status;
             }
-            if Instant::now() >= self.deadline || proc::interrupted() {
+            if Instant::now() >= self.deadline || interrupt::interrupted() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                proc::check_interrupted()?;
+                interrupt::check()?;
                 bail!("oha did not finish in time (see {})", self.log.display());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -200,11 +149,7 @@ impl Running {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             bail!("oha failed ({status}): {}", log.trim());
         }
-        let text = std::fs::read_to_string(&self.out)
-            .with_context(|| format!("reading oha's report {}", self.out.display()))?;
-        let json = Json::parse(&text)
-            .map_err(|e| anyhow::anyhow!("oha's report {}: {e}", self.out.display()))?;
-        Ok(LoadResult::from_oha(&json, &self.load))
+        Ok(LoadResult::from_oha(&Report::read(&self.out)?, &self.load))
     }
 }
 
@@ -226,68 +171,46 @@ pub(crate) struct LoadResult {
     pub(crate) requested: u64,
     pub(crate) outcomes: Outcomes,
     /// Error messages as oha gave them, with their counts.
-    pub(crate) errors: Vec<(String, u64)>,
+    pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) latency: Latency,
     pub(crate) rps: f64,
 }
 
 impl LoadResult {
-    fn from_oha(json: &Json, load: &Load) -> LoadResult {
+    fn from_oha(report: &Report, load: &Load) -> LoadResult {
         let mut outcomes = Outcomes::default();
-        if let Some(codes) = json.get("statusCodeDistribution") {
-            for (code, n) in codes.entries() {
-                let n = n.as_f64().unwrap_or(0.0) as u64;
-                match code.parse::<u16>() {
-                    Ok(200..=299) => outcomes.ok += n,
-                    _ => outcomes.non2xx += n,
-                }
+        for (&code, &n) in &report.status_code_distribution {
+            match code {
+                200..=299 => outcomes.ok += n,
+                _ => outcomes.non2xx += n,
             }
         }
-        let mut errors = Vec::new();
-        if let Some(dist) = json.get("errorDistribution") {
-            for (message, n) in dist.entries() {
-                let n = n.as_f64().unwrap_or(0.0) as u64;
-                // hyper's `Http2` error, which oha shows without its cause: on an HTTP/2 load,
-                // a stream the server refused in its final GOAWAY (see
-                // `scenarios::finish_loads`).
-                let bucket = if load.kind.proto == Proto::H2 && message == "http2 error" {
-                    "goaway"
-                } else {
-                    classify(message)
-                };
-                *outcomes.bucket(bucket) += n;
-                errors.push((message.clone(), n));
-            }
+        for (message, &n) in &report.error_distribution {
+            // hyper's `Http2` error, which oha shows without its cause: on an HTTP/2 load,
+            // a stream the server refused in its final GOAWAY (see the restart-test's
+            // `scenarios::finish_loads`).
+            let bucket = if load.kind.proto == Proto::H2 && message == "http2 error" {
+                "goaway"
+            } else {
+                classify(message)
+            };
+            *outcomes.bucket(bucket) += n;
         }
-        let p = |key: &str| {
-            json.get("latencyPercentiles")
-                .and_then(|l| l.get(key))
-                .and_then(Json::as_f64)
-                .map(|s| s * 1000.0)
-        };
-        let max = json
-            .get("summary")
-            .and_then(|s| s.get("slowest"))
-            .and_then(Json::as_f64)
-            .map(|s| s * 1000.0);
-        let rps = json
-            .get("summary")
-            .and_then(|s| s.get("requestsPerSec"))
-            .and_then(Json::as_f64)
-            .unwrap_or(0.0);
+        let ms = |secs: Option<f64>| secs.map(|s| s * 1000.0);
+        let p = &report.latency_percentiles;
         LoadResult {
             kind: Some(load.kind),
             rate: load.rate,
             requested: load.requests,
             outcomes,
-            errors,
+            errors: report.error_distribution.clone(),
             latency: Latency {
-                p50: p("p50"),
-                p99: p("p99"),
-                p999: p("p99.9"),
-                max,
+                p50: ms(p.p50),
+                p99: ms(p.p99),
+                p999: ms(p.p999),
+                max: ms(report.summary.slowest),
             },
-            rps,
+            rps: report.summary.requests_per_sec.unwrap_or(0.0),
         }
     }
 
@@ -382,7 +305,7 @@ mod tests {
 
     #[test]
     fn reads_an_oha_report() {
-        let json = Json::parse(
+        let report: Report = serde_json::from_str(
             r#"{"summary": {"slowest": 0.5, "requestsPerSec": 10.0},
                 "latencyPercentiles": {"p50": 0.001, "p99": 0.002, "p99.9": 0.003},
                 "statusCodeDistribution": {"200": 90, "503": 2},
@@ -396,7 +319,7 @@ mod tests {
             requests: 100,
             ca: None,
         };
-        let r = LoadResult::from_oha(&json, &load);
+        let r = LoadResult::from_oha(&report, &load);
         assert_eq!(
             (r.outcomes.ok, r.outcomes.non2xx, r.outcomes.refused),
             (90, 2, 3)
