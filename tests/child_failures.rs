@@ -221,3 +221,36 @@ fn a_cancelled_upgrade_kills_the_starting_process_and_allows_the_next() {
     let next = net.start_process().unwrap();
     let _next = Proc::adopt(next.pid());
 }
+
+#[test]
+fn a_stopping_process_refuses_upgrades_even_one_asked_for_before_it_started() {
+    let net = net_for(Path::new(NETCHILD), "hang", Duration::from_secs(30));
+    let l = listener(&net);
+    let child = net.start_process().unwrap();
+    let pid = child.pid();
+    let _child = Proc::adopt(pid);
+    assert!(net.refuse_upgrades(), "the starting upgrade is cancelled");
+    assert!(matches!(child.wait_ready(None), Err(Error::Cancelled)));
+    assert!(is_reaped(pid), "pid {pid} is left as a zombie");
+    // An upgrade whose thread only gets to start after the stop is refused before any process
+    // starts: stopping leaves no successor behind.
+    assert!(!net.refuse_upgrades());
+    assert!(matches!(net.upgrade(), Err(Error::Stopping)));
+    assert_still_serving(&l);
+}
+
+#[test]
+fn a_final_stop_cancels_an_upgrade_even_when_its_process_is_ready() {
+    let net = net_for(Path::new(NETCHILD), "serve", TIMEOUT);
+    let _l = listener(&net);
+    let child = net.start_process().unwrap();
+    let pid = child.pid();
+    let _child = Proc::adopt(pid);
+    net.close().unwrap();
+    // Whether or not the new process reported ready meanwhile, it does not take over.
+    assert!(matches!(child.wait_ready(None), Err(Error::Cancelled)));
+    assert!(is_reaped(pid), "pid {pid} is left as a zombie");
+    assert!(!process_exists(pid));
+    assert_eq!(net.superseded(), None);
+    assert!(matches!(net.upgrade(), Err(Error::Closed)));
+}

@@ -122,7 +122,8 @@ fn the_file_of_a_unix_socket_goes_with_the_final_stop_and_its_queue_is_still_ser
 
 #[test]
 fn a_final_stop_during_an_upgrade_seals_nothing() {
-    // The new process holds the sockets and may still commit and serve on them.
+    // The new process holds the sockets until it is gone: the close cancels it, but it is only
+    // killed once the upgrade's waiting notices.
     let args = ["--mode", "hang", "--max-seconds", "30"];
     let net = upgrading_to(NETCHILD, args, Duration::from_secs(30))
         .build()

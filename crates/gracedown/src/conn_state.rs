@@ -5,9 +5,8 @@
 //! [`Tracked`](crate::Tracked), its [`ConnHandle`](crate::ConnHandle)s and the drain's registry,
 //! and the drain closes connections through it without knowing their I/O type. The other part,
 //! `Tracked<IO>` with its guard (`conn.rs`), holds the socket and a `Drain`, and does the
-//! counting when the connection opens and ends. Both parts in one file, as they once were, made
-//! that file and `drain.rs` import each other; split, this part depends only on the drain-wide
-//! phase and counters (`state.rs`), and the drain depends on it.
+//! counting when the connection opens and ends. This part depends only on the drain-wide phase
+//! and counters (`state.rs`), and the drain depends on it, so that the modules import one way.
 //!
 //! # The flags
 //!

@@ -165,8 +165,9 @@ impl Drain {
         for conn in self.inner.registry.snapshot() {
             conn.close(Close::Idle);
         }
-        // `shutdown` may already wait with nothing active (it checks after enabling its
-        // notification, so this wake-up is only a courtesy for waiters in odd interleavings).
+        // `shutdown` may already wait with nothing active (`State::all_ended` checks after
+        // enabling its notification, so this wake-up is only a courtesy for waiters in odd
+        // interleavings).
         state.wake_all_ended();
     }
 

@@ -24,7 +24,8 @@ pub(crate) const FORCING: u8 = 2;
 
 /// The phase and the counters of one drain, shared by every clone of its `Drain` and every
 /// connection it tracks. The counters are the fields of [`Counters`](crate::Counters), kept as
-/// atomics; each is moved by exactly one atomic operation per event.
+/// atomics; each event moves each counter it concerns once (a step that turns out not to
+/// apply is undone at once, as in `mark_idle`).
 #[derive(Debug)]
 pub(crate) struct State {
     /// The phase, for the checks on hot paths (one atomic load). It only ever grows.

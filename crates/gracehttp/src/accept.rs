@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gracedown::{Accept, Tracked, TrackedListener};
-use gracenet::{Linger, Queue, SocketInfo};
+use gracenet::{Linger, SocketInfo, StreamListener};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -40,13 +40,13 @@ pub(crate) fn classify(e: &io::Error) -> Action {
 /// takes.
 pub(crate) trait Listen: Accept + Sized {
     /// The listener as `std` has it.
-    type Std: Queue;
+    type Std: StreamListener;
 
     /// Takes the listener out of the runtime.
     fn into_std(self) -> io::Result<Self::Std>;
 
     /// Registers a connection taken from the queue with the runtime.
-    fn register(stream: <Self::Std as Queue>::Stream) -> io::Result<Self::Io>;
+    fn register(stream: <Self::Std as StreamListener>::Stream) -> io::Result<Self::Io>;
 }
 
 impl Listen for tokio::net::TcpListener {

@@ -34,9 +34,8 @@ impl Drains {
     /// Begins the drain of every server, once, however often and from wherever it is called:
     /// the accept loops stop (and drop their listeners; the sockets stay open for a successor,
     /// gracenet holds them), `drained` futures complete, and [`Handle::is_draining`] turns
-    /// true. Returns whether this call began it.
-    pub(crate) fn begin(&self) -> bool {
-        let mut began = false;
+    /// true.
+    pub(crate) fn begin(&self) {
         self.0.before.get_or_init(|| {
             // Counted from here: connections the drain closes at once end before any shutdown
             // takes its own snapshot, and must be counted all the same.
@@ -49,10 +48,8 @@ impl Drains {
                 .metrics()
                 .draining
                 .store(true, Ordering::Relaxed);
-            began = true;
             before
         });
-        began
     }
 
     /// Every server's drain.

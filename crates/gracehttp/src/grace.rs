@@ -32,6 +32,9 @@ pub struct Grace {
 }
 
 /// How [`Grace::run`] ended.
+///
+/// The [`Summary`] of a drain counts the connections of every server together, from the moment
+/// the drain began (for a handover, when the new process committed), however many there were.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {

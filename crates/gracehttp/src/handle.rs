@@ -82,7 +82,7 @@ impl Handle {
         self.shared.metrics.draining.load(Ordering::Relaxed)
     }
 
-    /// The metrics in the Prometheus text format (see [`admin`](crate::admin)).
+    /// The metrics in the Prometheus text format (see [`admin`](fn@crate::admin)).
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render()
     }

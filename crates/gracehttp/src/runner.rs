@@ -122,16 +122,18 @@ impl Runner {
                 self.handle.emit(Event::UpgradeDone { pid: new_pid });
                 Some(new_pid)
             }
-            Ok(Err(gracenet::Error::Cancelled)) => {
-                tracing::info!(pid, "upgrade cancelled: the new process was killed");
-                let reason = gracenet::Error::Cancelled.to_string();
+            Ok(Err(e @ (gracenet::Error::Cancelled | gracenet::Error::Stopping))) => {
+                tracing::info!(pid, error = %e, "upgrade cancelled: this process is stopping");
+                let reason = e.to_string();
                 self.handle.emit(Event::UpgradeFailed { reason });
                 None
             }
             Ok(Err(e)) => self.upgrade_failed(e.to_string()),
-            Err(RecvError { .. }) => {
-                self.upgrade_failed("the upgrade thread ended without a result".to_owned())
-            }
+            // The thread ended without a word; whether it committed, gracenet knows.
+            Err(RecvError { .. }) => match self.net.superseded() {
+                Some(new_pid) => self.upgrade_ended(Ok(Ok(new_pid))),
+                None => self.upgrade_failed("the upgrade thread ended without a result".into()),
+            },
         }
     }
 
@@ -154,9 +156,8 @@ impl Runner {
     ) -> (Option<u32>, bool) {
         let pid = self.pid;
         tracing::info!(pid, reason, "stopping");
-        if self.upgrade.is_some() {
-            self.net.cancel_upgrade();
-        }
+        // Unconditionally: an upgrade asked for just before may not have started yet.
+        self.net.refuse_upgrades();
         let mut successor = None;
         while self.upgrade.is_some() {
             tokio::select! {

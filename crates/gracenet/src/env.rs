@@ -262,7 +262,7 @@ pub(crate) fn ready_fd(count: usize) -> RawFd {
 
 /// The protocol's variables that hand `sockets` (on fds 3.., in order, with the readiness pipe
 /// after them) to a process of generation `generation`: every one but `LISTEN_PID`, which only
-/// the new process can know, and writes in place (`spawn.rs`).
+/// the new process can know, and writes in place (`spawn/`).
 pub(crate) fn encode(sockets: &[Passed<'_>], generation: u64) -> Vec<(&'static str, String)> {
     let join = |keep: fn(&Passed<'_>) -> bool, sep: &str| {
         sockets

@@ -156,6 +156,11 @@ pub enum Error {
     #[error("the listeners are closed; this process is stopping")]
     Closed,
 
+    /// [`Net::refuse_upgrades`](crate::Net::refuse_upgrades) ran: this process is stopping and
+    /// starts no successor.
+    #[error("this process is stopping; it starts no new process")]
+    Stopping,
+
     /// Reporting readiness to the parent process failed.
     #[error("cannot report readiness to the parent process: {source}")]
     Ready {

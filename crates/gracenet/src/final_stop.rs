@@ -23,8 +23,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::listen::Active;
-use crate::upgrade::Phase;
-use crate::{Endpoint, Error, Kind, Net, SocketInfo, pidfile, sys};
+use crate::upgrade::{Phase, cancel_starting};
+use crate::{Endpoint, Error, Kind, Net, SocketInfo, is_connection_error, pidfile, sys};
 
 /// After [`Net::close`] sealed a TCP socket, accepting goes on until no connection has come
 /// for this long: the seal drops new SYNs but lets handshakes already under way complete,
@@ -59,8 +59,9 @@ impl Net {
     /// upgrade is in progress (its new process holds the sockets), nor by a new process before
     /// it has reported [`ready`](Net::ready): its parent still serves on them, and goes on
     /// serving if this process fails. Upgrades are refused after `close` with
-    /// [`Error::Closed`]. After a handover, never call this: the sockets and files belong to
-    /// the new process.
+    /// [`Error::Closed`], and one in progress is cancelled: its new process can no longer take
+    /// over. After a handover, never call this: the sockets and files belong to the new
+    /// process.
     ///
     /// # Errors
     ///
@@ -71,8 +72,9 @@ impl Net {
         let (active, sealing) = {
             let mut st = self.state();
             st.closed = true;
-            // With `closed` set, no upgrade can start any more; one started before holds the
-            // phase until its new process is gone or has taken over.
+            // With `closed` set, no upgrade can start any more; one started before is cancelled
+            // (it can no longer commit), and holds the phase until its new process is gone.
+            cancel_starting(&self.shared, &st);
             let idle = st.phase == Phase::Idle;
             // A process whose parent waits for it has not been committed to before it says
             // ready: the parent still serves on these sockets, and goes on if this one fails.
@@ -125,27 +127,18 @@ fn remove_socket_files(active: &[Active], cwd: &Path) {
 ///
 /// It only computes instants; the waiting is the caller's, with its own clock and runtime:
 /// `I` is [`std::time::Instant`], `tokio::time::Instant`, or any instant type that adds a
-/// [`Duration`].
+/// [`Duration`]. With tokio, as `examples/echo.rs` does:
 ///
-/// ```no_run
-/// # fn example(net: &gracenet::Net, info: &gracenet::SocketInfo, listener: std::net::TcpListener) {
-/// use std::time::Instant;
-/// net.close().ok();
-/// if let Some(mut linger) = gracenet::Linger::after_close(info, Instant::now()) {
-///     // With an async runtime: accept with a timeout at `linger.deadline()` instead.
-///     while Instant::now() < linger.deadline() {
-///         if let Ok((conn, _)) = listener.accept() {
-///             linger.accepted(Instant::now());
-///             // serve `conn`
-///             # drop(conn);
-///         }
+/// ```ignore
+/// if let Some(mut linger) = gracenet::Linger::after_close(&info, Instant::now()) {
+///     while let Ok(accepted) = tokio::time::timeout_at(linger.deadline(), listener.accept()).await {
+///         linger.accepted(Instant::now());
+///         // serve `accepted`
 ///     }
 /// }
-/// for conn in gracenet::take_queued(listener) {
-///     // serve `conn`
-///     # drop(conn);
+/// for conn in gracenet::take_queued(listener.into_std()?) {
+///     // register `conn` with the runtime and serve it
 /// }
-/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linger<I> {
@@ -158,8 +151,12 @@ where
     I: Copy + Ord + Add<Duration, Output = I>,
 {
     /// The linger of a socket described by `info`, starting `now`, right after [`Net::close`].
-    /// `None` when there is nothing to wait for: the socket is not one [`Net::close`] seals, or
-    /// not TCP (a unix connection is queued at once, or refused once sealed).
+    /// `None` when there is nothing to wait for: a unix socket (a connection is queued at once,
+    /// or refused once sealed), or one that [`Net::close`] never seals (`bound` is false: a
+    /// socket systemd or another program handed in). A bound socket that `close` left unsealed
+    /// (an upgrade was in progress, or sealing failed) lingers all the same, for
+    /// [`LINGER_MAX`] at most.
+    #[must_use]
     pub fn after_close(info: &SocketInfo, now: I) -> Option<Linger<I>> {
         (info.bound && info.kind == Kind::Tcp).then(|| Linger {
             quiet_until: now + LINGER_QUIET,
@@ -169,6 +166,7 @@ where
 
     /// Until when to go on accepting: [`LINGER_QUIET`] after the start or the last connection,
     /// never past [`LINGER_MAX`] after the start.
+    #[must_use]
     pub fn deadline(&self) -> I {
         self.quiet_until.min(self.end)
     }
@@ -179,38 +177,16 @@ where
     }
 }
 
-/// Whether an accept error belongs to the connection being accepted rather than to the
-/// listener or the process: it went away before it was taken (`ECONNABORTED`), or, as
-/// accept(2) says of Linux, a network error of the new connection was passed through. The
-/// next accept may succeed at once; anything else (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`)
-/// repeats until something changes, and an accept loop must pause rather than spin on it.
-pub fn is_connection_error(e: &io::Error) -> bool {
-    match e.kind() {
-        io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::Interrupted => return true,
-        _ => {}
-    }
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EPROTO
-                | libc::EPERM
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-                | libc::ENETDOWN
-                | libc::ETIMEDOUT
-        )
-    )
+mod sealed {
+    /// Only the listeners of this module are [`StreamListener`](super::StreamListener)s.
+    pub trait Sealed {}
+    impl Sealed for std::net::TcpListener {}
+    impl Sealed for std::os::unix::net::UnixListener {}
 }
 
-/// A listening socket whose queue [`take_queued`] can take: [`TcpListener`] and
+/// A listening stream socket whose queue [`take_queued`] can take: [`TcpListener`] and
 /// [`UnixListener`].
-pub trait Queue {
+pub trait StreamListener: sealed::Sealed {
     /// A connection taken from the queue.
     type Stream;
 
@@ -229,7 +205,7 @@ pub trait Queue {
     fn set_nonblocking(stream: &Self::Stream) -> io::Result<()>;
 }
 
-impl Queue for TcpListener {
+impl StreamListener for TcpListener {
     type Stream = TcpStream;
 
     fn accept_one(&self) -> io::Result<TcpStream> {
@@ -241,7 +217,7 @@ impl Queue for TcpListener {
     }
 }
 
-impl Queue for UnixListener {
+impl StreamListener for UnixListener {
     type Stream = UnixStream;
 
     fn accept_one(&self) -> io::Result<UnixStream> {
@@ -261,12 +237,14 @@ impl Queue for UnixListener {
 /// that belongs to one connection ([`is_connection_error`]) is skipped, one that does not is
 /// yielded and ends the taking; a connection that cannot be made nonblocking is yielded as an
 /// error (and closed), and the taking goes on. The listener is closed when the queue is found
-/// empty, after an accept error, or when the iterator is dropped.
+/// empty, after an accept error, or when the iterator is dropped. An accept error that is not
+/// one connection's (`EMFILE`, `ENFILE`, `ENOBUFS`) ends the taking and closes the listener
+/// with whatever is still queued: out of descriptors, nothing more could be taken.
 ///
 /// Use the `std` listener, not the runtime's: a plain nonblocking accept(2) answers
 /// `WouldBlock` exactly when the queue is empty, where a runtime's readiness may lag behind
 /// the kernel's queue (tokio's listeners give theirs back with `into_std`).
-pub fn take_queued<L: Queue>(listener: L) -> Queued<L> {
+pub fn take_queued<L: StreamListener>(listener: L) -> Queued<L> {
     Queued {
         listener: Some(listener),
         left: MAX_QUEUED,
@@ -275,13 +253,14 @@ pub fn take_queued<L: Queue>(listener: L) -> Queued<L> {
 
 /// The connections left in a listener's queue: see [`take_queued`].
 #[derive(Debug)]
+#[must_use = "the queue is taken as the iterator is consumed; dropped, it closes the listener"]
 pub struct Queued<L> {
     /// `None` once the taking ended: the listener is closed then.
     listener: Option<L>,
     left: usize,
 }
 
-impl<L: Queue> Iterator for Queued<L> {
+impl<L: StreamListener> Iterator for Queued<L> {
     type Item = io::Result<L::Stream>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -302,6 +281,8 @@ impl<L: Queue> Iterator for Queued<L> {
         None
     }
 }
+
+impl<L: StreamListener> std::iter::FusedIterator for Queued<L> {}
 
 #[cfg(test)]
 mod tests {
@@ -394,32 +375,5 @@ mod tests {
         assert_eq!(linger.deadline(), later + LINGER_QUIET);
         linger.accepted(start + Duration::from_millis(900));
         assert_eq!(linger.deadline(), start + LINGER_MAX);
-    }
-
-    #[test]
-    fn connection_errors_are_told_from_resource_errors() {
-        for errno in [
-            libc::ECONNABORTED,
-            libc::EPROTO,
-            libc::ENETDOWN,
-            libc::EINTR,
-        ] {
-            assert!(
-                is_connection_error(&io::Error::from_raw_os_error(errno)),
-                "{errno}"
-            );
-        }
-        for errno in [
-            libc::EMFILE,
-            libc::ENFILE,
-            libc::ENOBUFS,
-            libc::ENOMEM,
-            libc::EAGAIN,
-        ] {
-            assert!(
-                !is_connection_error(&io::Error::from_raw_os_error(errno)),
-                "{errno}"
-            );
-        }
     }
 }

@@ -32,21 +32,11 @@ pub(crate) struct Inheritance {
     pub(crate) foreign_pid: Option<u32>,
 }
 
-/// Reads the environment, removes the protocol's variables from it (when that is sound), and
-/// adopts what it names.
-///
-/// Every descriptor is checked before any is owned, so that an error leaves them all alone.
+/// Takes what the environment hands to this process (`sys::adopt_inherited`) and makes each
+/// socket ready for use.
 pub(crate) fn from_env() -> Result<Inheritance, Error> {
-    let parsed = env::parse(
-        |k| std::env::var_os(k),
-        std::process::id(),
-        sys::fd_limit(),
-        sys::is_open,
-    );
-    sys::remove_env_vars(&env::ALL);
-    let handed = parsed?;
-    check(&handed)?;
-    let Some((sockets, ready)) = sys::adopt_inherited(&handed) else {
+    let (handed, owned) = sys::adopt_inherited()?;
+    let Some((sockets, ready)) = owned else {
         // Another `Net` in this process owns them already.
         return Ok(Inheritance {
             generation: handed.generation,
@@ -73,28 +63,6 @@ pub(crate) fn from_env() -> Result<Inheritance, Error> {
         socket_files: handed.socket_files,
         foreign_pid: handed.foreign_pid,
     })
-}
-
-/// Checks what `env::parse` could not: that each descriptor is a socket, and that the
-/// readiness pipe is open.
-fn check(handed: &Handed) -> Result<(), Error> {
-    // (`env::parse` checked that each socket's descriptor is open.)
-    for (fd, name) in &handed.fds {
-        if !sys::is_socket(*fd) {
-            return Err(Error::NotASocket {
-                fd: *fd,
-                name: name.clone(),
-            });
-        }
-    }
-    match handed.ready_fd {
-        Some(fd) if !sys::is_open(fd) => Err(Error::InvalidEnv {
-            var: env::READY_FD,
-            value: fd.to_string(),
-            reason: "not an open descriptor".into(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Makes an adopted socket ready for use: close-on-exec, nonblocking, kind and address known.

@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accept_error;
 mod bind;
 mod builder;
 mod endpoint;
@@ -72,13 +73,12 @@ mod spawn;
 mod sys;
 mod upgrade;
 
+pub use accept_error::is_connection_error;
 pub use builder::{Builder, DEFAULT_BACKLOG, DEFAULT_READY_TIMEOUT};
 pub use endpoint::{Endpoint, Kind, ParseEndpointError};
 pub use env::{BOUND, GENERATION, LISTEN_FDNAMES, LISTEN_FDS, LISTEN_PID, READY_FD, SOCKET_FILES};
 pub use error::Error;
-pub use final_stop::{
-    LINGER_MAX, LINGER_QUIET, Linger, Queue, Queued, is_connection_error, take_queued,
-};
+pub use final_stop::{LINGER_MAX, LINGER_QUIET, Linger, Queued, StreamListener, take_queued};
 pub use inherit::scrub_command;
 pub use listen::{Listener, SocketInfo};
 pub use net::Net;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -12,6 +12,7 @@ use socket2::Socket;
 
 use crate::endpoint::validate_name;
 use crate::inherit::Inherited;
+use crate::spawn::Sources;
 use crate::{Endpoint, Error, Kind, Net, bind, env, sys};
 
 /// A socket as reported by [`Net::listen`], [`Net::inherited`] and [`Net::listeners`].
@@ -163,14 +164,10 @@ impl Pool {
         std::mem::take(&mut self.active)
     }
 
-    /// Copies of every socket handed out (the next process gets them on fds 3.., in this
-    /// order), and what the next process is told of each.
-    pub(crate) fn handover(&self) -> io::Result<(Vec<OwnedFd>, Vec<env::Passed<'_>>)> {
-        let fds = self
-            .active
-            .iter()
-            .map(|a| a.socket.try_clone().map(OwnedFd::from))
-            .collect::<io::Result<_>>()?;
+    /// Copies of every socket handed out, for the next process (it gets them on fds 3.., in
+    /// this order), and what the next process is told of each.
+    pub(crate) fn handover(&self) -> io::Result<(Sources, Vec<env::Passed<'_>>)> {
+        let fds = Sources::copy(self.active.iter().map(|a| a.socket.as_fd()))?;
         let passed = self
             .active
             .iter()

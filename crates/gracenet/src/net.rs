@@ -3,8 +3,10 @@
 //! The methods of `Net` live with the concept they serve: listening in `listen.rs`, reporting
 //! ready in `ready.rs`, the upgrade in `upgrade.rs`, the final stop in `final_stop.rs`. This file
 //! holds what they share: the configuration fixed at start-up, and the one mutable [`State`]
-//! behind one lock. Every critical section is short (a push, a check, a rename of the pid
-//! file); nothing waits for a process while holding it, so no lock order needs keeping.
+//! behind one lock, so no lock order needs keeping. No critical section waits for another
+//! process of the upgrade (the new process is started and waited for with the lock released);
+//! the ones that do I/O are `listen` (binding a fresh socket), `ready` (the pipe to the parent,
+//! or the pid file and a datagram to systemd) and `claim_pid_file`'s rename, each once.
 
 use std::ffi::OsString;
 use std::fs;
@@ -54,7 +56,7 @@ pub(crate) struct Config {
 
 /// The part of a `Net` that an upgrade's [`Child`](crate::Child) shares, so that it can settle
 /// the upgrade however it ends, even after the `Net` is gone.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Set by [`Net::cancel_upgrade`]; the thread waiting for the new process polls it. Apart
@@ -73,6 +75,8 @@ pub(crate) struct State {
     pub(crate) ready_done: bool,
     /// [`Net::close`] ran: nothing is handed over any more.
     pub(crate) closed: bool,
+    /// [`Net::refuse_upgrades`] ran: this process is stopping and starts no successor.
+    pub(crate) refusing: bool,
     /// Where the upgrade stands.
     pub(crate) phase: Phase,
     /// The pid file a committed upgrade replaced, held open until the `Net` is dropped (see

@@ -1,5 +1,5 @@
 //! The descriptor-level operations: checking and adopting inherited fds, a socket's kind and
-//! address, sealing, and the process environment. Together with `spawn.rs`, the only place in
+//! address, sealing, and the process environment. Together with `spawn/`, the only place in
 //! the workspace with unsafe code, and the only one that turns raw descriptor numbers into
 //! owned ones.
 
@@ -12,8 +12,8 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::{SFlag, fstat};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::env::Handed;
-use crate::{Endpoint, Kind};
+use crate::env::{self, Handed};
+use crate::{Endpoint, Error, Kind};
 
 /// The descriptor limit of this process (`RLIMIT_NOFILE`, soft), which bounds any descriptor
 /// number the environment may name.
@@ -35,29 +35,58 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
 /// Whether the inherited descriptors were adopted: they are owned by one `Net` per process.
 static ADOPTED: AtomicBool = AtomicBool::new(false);
 
-/// Takes ownership of the descriptors the environment hands to this process (the sockets, then
-/// the readiness pipe), the first time it is called in this process; `None` after that, when
-/// another `Net` owns them already.
+/// The descriptors the environment hands to this process: the sockets in order from fd 3, then
+/// the readiness pipe.
+pub(crate) type Owned = (Vec<OwnedFd>, Option<OwnedFd>);
+
+/// Reads this process's environment (`env::parse`), removes the protocol's variables from it
+/// when that is sound, checks every descriptor it names, and takes ownership of them, the first
+/// time it is called in this process (`None` after that: another `Net` owns them already).
 ///
-/// `handed` comes from `env::parse`, which checked that each descriptor is open.
-pub(crate) fn adopt_inherited(handed: &Handed) -> Option<(Vec<OwnedFd>, Option<OwnedFd>)> {
+/// Every descriptor is checked before any is owned, so that an error leaves them all alone.
+/// The whole sequence is here, next to the one place that turns the numbers into owned
+/// descriptors, so that what makes that sound is checked where it is relied on.
+pub(crate) fn adopt_inherited() -> Result<(Handed, Option<Owned>), Error> {
+    let parsed = env::parse(
+        |k| std::env::var_os(k),
+        std::process::id(),
+        fd_limit(),
+        is_open,
+    );
+    remove_env_vars(&env::ALL);
+    let handed = parsed?;
+    // (`env::parse` checked that each socket's descriptor is open.)
+    for (fd, name) in &handed.fds {
+        if !is_socket(*fd) {
+            return Err(Error::NotASocket {
+                fd: *fd,
+                name: name.clone(),
+            });
+        }
+    }
+    if let Some(fd) = handed.ready_fd.filter(|&fd| !is_open(fd)) {
+        return Err(Error::InvalidEnv {
+            var: env::READY_FD,
+            value: fd.to_string(),
+            reason: "not an open descriptor".into(),
+        });
+    }
     if ADOPTED.swap(true, Ordering::SeqCst) {
-        return None;
+        return Ok((handed, None));
     }
     let sockets = handed
         .fds
         .iter()
-        // SAFETY: open (checked by `env::parse`); sd_listen_fds(3) hands the descriptors the
-        // environment names to this process to own, and the ADOPTED flag makes this the only
-        // place that ever takes them.
+        // SAFETY: open (checked by `env::parse` above); this process's own environment names
+        // it (`LISTEN_PID` is this process), and sd_listen_fds(3) hands such descriptors to the
+        // process to own; the ADOPTED flag makes this the only place that ever takes them.
         .map(|(fd, _)| unsafe { OwnedFd::from_raw_fd(*fd) })
         .collect();
-    // SAFETY: as above, for the readiness pipe named by GRACENET_READY_FD (checked open by the
-    // caller).
+    // SAFETY: as above, for the readiness pipe named by GRACENET_READY_FD (checked open above).
     let ready = handed
         .ready_fd
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    Some((sockets, ready))
+    Ok((handed, Some((sockets, ready))))
 }
 
 /// Removes `vars` from this process's environment, so that subprocesses the application starts
@@ -67,7 +96,7 @@ pub(crate) fn adopt_inherited(handed: &Handed) -> Option<(Vec<OwnedFd>, Option<O
 /// than one thread the variables stay; they are harmless to well-behaved programs
 /// (`LISTEN_PID` never equals a subprocess's pid), and `scrub_command` removes them per
 /// command.
-pub(crate) fn remove_env_vars(vars: &[&str]) {
+fn remove_env_vars(vars: &[&str]) {
     let single_threaded = std::fs::read_dir("/proc/self/task")
         .map(Iterator::count)
         .is_ok_and(|n| n == 1);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::net::Shared;
+use crate::net::{Shared, State};
 use crate::spawn::{self, Spawned};
 use crate::{Error, Net, env, notify, pidfile};
 
@@ -30,7 +30,8 @@ impl Net {
     ///
     /// [`Error::UpgradeInProgress`] while another new process is starting,
     /// [`Error::Superseded`] after a completed upgrade, [`Error::Executable`],
-    /// [`Error::Closed`] after [`close`](Net::close), [`Error::Spawn`], and [`Error::Exec`] when
+    /// [`Error::Closed`] after [`close`](Net::close), [`Error::Stopping`] after
+    /// [`refuse_upgrades`](Net::refuse_upgrades), [`Error::Spawn`], and [`Error::Exec`] when
     /// `execve(2)` failed (missing or non-executable file): an error, never a child that dies
     /// later.
     pub fn start_process(&self) -> Result<Child, Error> {
@@ -44,6 +45,9 @@ impl Net {
             let path = self.executable()?.to_owned();
             if st.closed {
                 return Err(Error::Closed);
+            }
+            if st.refusing {
+                return Err(Error::Stopping);
             }
             let (fds, passed) = st.pool.handover().map_err(|source| Error::Spawn {
                 path: path.clone(),
@@ -66,8 +70,7 @@ impl Net {
             cwd: &self.config.cwd,
             env: vars,
         };
-        let spawned = spawn::spawn(spec, &fds)?;
-        drop(fds);
+        let spawned = spawn::spawn(spec, fds)?;
         // The successor's pid file is written now, while it starts, and only renamed into
         // place when it commits (`Child::wait_ready`).
         let pid_file = self.config.pid_file.as_ref().map(|path| PendingPidFile {
@@ -89,12 +92,20 @@ impl Net {
     /// For a process asked to stop while it upgrades: stopping must not leave a successor
     /// behind that takes over afterwards.
     pub fn cancel_upgrade(&self) -> bool {
-        let st = self.state();
-        let starting = st.phase == Phase::Starting;
-        if starting {
-            self.shared.cancel.store(true, Ordering::SeqCst);
-        }
-        starting
+        cancel_starting(&self.shared, &self.state())
+    }
+
+    /// Refuses every upgrade from now on ([`Error::Stopping`]), and cancels the one in progress,
+    /// if any, as [`cancel_upgrade`](Net::cancel_upgrade) does; returns whether one was in
+    /// progress.
+    ///
+    /// For a process that is stopping: an upgrade requested just before the stop may not have
+    /// started yet (its thread not scheduled), so that `cancel_upgrade` finds nothing to cancel,
+    /// and it would then start and take over after the stop.
+    pub fn refuse_upgrades(&self) -> bool {
+        let mut st = self.state();
+        st.refusing = true;
+        cancel_starting(&self.shared, &st)
     }
 
     /// Upgrades: starts the new process with every listening socket and waits (up to the
@@ -138,8 +149,16 @@ impl Net {
     }
 }
 
-/// Holds the upgrade in the `Starting` phase; dropped without [`commit`](UpgradeGuard::commit)
-/// it returns to `Idle`.
+/// Cancels the upgrade in `st`, if one is starting; returns whether one was.
+pub(crate) fn cancel_starting(shared: &Shared, st: &State) -> bool {
+    let starting = st.phase == Phase::Starting;
+    if starting {
+        shared.cancel.store(true, Ordering::SeqCst);
+    }
+    starting
+}
+
+/// Holds the upgrade in the `Starting` phase; dropped before the commit, it returns to `Idle`.
 #[derive(Debug)]
 struct UpgradeGuard {
     shared: Arc<Shared>,
@@ -209,21 +228,25 @@ impl Child {
         let pid = self.spawned.pid();
         let mut st = shared.state();
         // The cancellation and the commit are decided under the lock, so they cannot both
-        // win. On a cancellation that raced with readiness, dropping `self` (after the lock)
-        // kills the process and removes the prepared pid file.
+        // win. On a cancellation that raced with readiness, dropping `self` (after the lock,
+        // which its guard takes) kills the process and removes the prepared pid file.
         if shared.cancel.load(Ordering::SeqCst) {
+            drop(st);
             return Err(Error::Cancelled);
         }
         st.phase = Phase::Done(pid);
+        drop(st);
         self.guard.committed = true;
         self.spawned.detach();
         // Committed: nothing below may turn this into an error. The pid file is renamed into
         // place here (before the caller stops accepting), not written by the successor before
-        // it reports ready, which would put a file write on its path to serving. The file it
-        // replaced is freed with the `Net`: freeing it takes longer than the rename, and the
-        // caller is about to stop accepting.
+        // it reports ready, which would put a file write on its path to serving. Outside the
+        // lock: a claim or a final stop of this process leave the file alone once it has
+        // handed over. The file it replaced is freed with the `Net`: freeing it takes longer
+        // than the rename, and the caller is about to stop accepting.
         if let Some(pending) = self.pid_file.take() {
-            st.replaced_pid_file = pending.commit(pid);
+            let replaced = pending.commit(pid);
+            shared.state().replaced_pid_file = replaced;
         }
         Ok(pid)
     }

@@ -87,7 +87,7 @@ pub(super) fn start_child(exec: &Exec<'_>) -> io::Result<Pid> {
     let mut old = [0u64; 2];
     // The kernel's signal set: one bit per signal (64 bits on most architectures, 128 on
     // MIPS), at most the 16 bytes of the buffers.
-    let set_size = usize::try_from(libc::SIGRTMAX() / 8).map_or(8, |n| n.clamp(8, 16));
+    let set_size = usize::try_from((libc::SIGRTMAX() + 1) / 8).map_or(8, |n| n.clamp(8, 16));
     // SAFETY: rt_sigprocmask reads `set_size` bytes from `all` and writes as many into `old`,
     // both 16-byte arrays that live across the call.
     if unsafe {

@@ -117,10 +117,34 @@ fn pointers(strings: &[CString], extra: Option<*const libc::c_char>) -> Vec<*con
         .collect()
 }
 
-/// Starts `spec.path` with `fds` on descriptors 3.. and the readiness pipe after them.
+/// Copies of the sockets a child gets, each numbered above the range the child moves them into
+/// (3 up to the readiness pipe after them), so that no move overwrites a descriptor still to
+/// be moved or the error pipe. They are close-on-exec: the new process keeps only the moved
+/// copies. Made while the sockets are at hand, so that the child can be started after letting
+/// go of them.
+#[derive(Debug)]
+pub(crate) struct Sources(Vec<OwnedFd>);
+
+impl Sources {
+    pub(crate) fn copy<'a>(
+        fds: impl ExactSizeIterator<Item = BorrowedFd<'a>>,
+    ) -> io::Result<Sources> {
+        let floor = crate::env::ready_fd(fds.len()) + 1;
+        fds.map(|fd| dup_above(fd, floor))
+            .collect::<io::Result<_>>()
+            .map(Sources)
+    }
+
+    /// The number just above the range the child moves descriptors into.
+    fn floor(&self) -> RawFd {
+        crate::env::ready_fd(self.0.len()) + 1
+    }
+}
+
+/// Starts `spec.path` with the `sockets` on descriptors 3.. and the readiness pipe after them.
 ///
 /// Returns once the child has successfully called `execve`, or the error it got.
-pub(crate) fn spawn(spec: Spec<'_>, fds: &[OwnedFd]) -> Result<Spawned, Error> {
+pub(crate) fn spawn(spec: Spec<'_>, sockets: Sources) -> Result<Spawned, Error> {
     let spawn_err = |source: io::Error| Error::Spawn {
         path: spec.path.to_owned(),
         source,
@@ -129,20 +153,14 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[OwnedFd]) -> Result<Spawned, Error> {
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
     let (err_r, err_w_low) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
 
-    // Copies of every descriptor the child moves onto 3..=ready_fd, all numbered above that
-    // range, so that no move overwrites a descriptor still to be moved or the error pipe. They
-    // are close-on-exec: the new process keeps only the moved copies.
-    let floor = crate::env::ready_fd(fds.len()) + 1;
-    let sources = fds
-        .iter()
-        .map(AsFd::as_fd)
-        .chain(iter::once(ready_w.as_fd()))
-        .map(|fd| dup_above(fd, floor))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(spawn_err)?;
+    // The readiness pipe and the error pipe above the range too (see `Sources`).
+    let floor = sockets.floor();
+    let ready_w = dup_above(ready_w.as_fd(), floor).map_err(spawn_err)?;
     let err_w = dup_above(err_w_low.as_fd(), floor).map_err(spawn_err)?;
     drop(err_w_low);
-    let source_fds: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
+    let source_fds: Vec<RawFd> = (sockets.0.iter().chain(iter::once(&ready_w)))
+        .map(AsRawFd::as_raw_fd)
+        .collect();
 
     // The `LISTEN_PID=` entry is written by the child once it exists, in place, into room
     // reserved here.
@@ -166,7 +184,7 @@ pub(crate) fn spawn(spec: Spec<'_>, fds: &[OwnedFd]) -> Result<Spawned, Error> {
 
     // The parent's copies: closing them is what lets the error pipe reach EOF on a
     // successful exec, and the readiness pipe reach EOF when the child goes away.
-    drop(sources);
+    drop(sockets);
     drop(ready_w);
     drop(err_w);
     exec_result(&err_r, pid).map_err(|e| match e {
