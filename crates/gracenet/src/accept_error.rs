@@ -37,25 +37,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connection_errors_are_told_from_resource_errors() {
-        for errno in [
+    fn the_errors_accept_2_passes_on_for_the_new_connection_are_its_own() {
+        let of_the_connection = [
             libc::ECONNABORTED,
-            libc::EPROTO,
-            libc::ENETDOWN,
+            libc::ECONNRESET,
             libc::EINTR,
-        ] {
-            assert!(
-                is_connection_error(&io::Error::from_raw_os_error(errno)),
-                "{errno}"
-            );
-        }
-        for errno in [
+            libc::EPROTO,
+            libc::EPERM,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+            libc::ENETDOWN,
+            libc::ETIMEDOUT,
+        ];
+        let of_the_listener_or_process = [
             libc::EMFILE,
             libc::ENFILE,
             libc::ENOBUFS,
             libc::ENOMEM,
             libc::EAGAIN,
-        ] {
+            libc::EBADF,
+            libc::EINVAL,
+        ];
+        for errno in of_the_connection {
+            assert!(
+                is_connection_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in of_the_listener_or_process {
             assert!(
                 !is_connection_error(&io::Error::from_raw_os_error(errno)),
                 "{errno}"
