@@ -11,12 +11,11 @@ pub(crate) fn count(range: RangeInclusive<u64>) -> RangedU64ValueParser<usize> {
 
 /// `named` each once, in the order first named; `all` when none was named.
 pub(crate) fn each_once<T: Copy + PartialEq>(named: &[T], all: &[T]) -> Vec<T> {
-    let mut chosen: Vec<T> = Vec::new();
-    for &t in named {
-        if !chosen.contains(&t) {
-            chosen.push(t);
-        }
-    }
+    let first = named
+        .iter()
+        .enumerate()
+        .filter(|&(i, t)| !named[..i].contains(t));
+    let chosen: Vec<T> = first.map(|(_, &t)| t).collect();
     if chosen.is_empty() {
         all.to_vec()
     } else {
@@ -38,11 +37,17 @@ pub(crate) fn parse<A: clap::Args>(line: &str) -> Result<A, clap::Error> {
     Command::<A>::try_parse_from(argv).map(|c| c.args)
 }
 
-/// The first line of clap's error for `line`, which must fail.
+/// Checks that each of `lines` fails, with the first line of clap's error naming the line's
+/// first word (the flag, without its value; or the word clap did not know).
 #[cfg(test)]
-pub(crate) fn first_error_line<A: clap::Args + std::fmt::Debug>(line: &str) -> String {
-    match parse::<A>(line) {
-        Ok(args) => panic!("{line:?} parsed: {args:?}"),
-        Err(e) => e.to_string().lines().next().unwrap_or_default().to_owned(),
+pub(crate) fn assert_rejected<A: clap::Args + std::fmt::Debug>(lines: &[&str]) {
+    for line in lines {
+        let error = match parse::<A>(line) {
+            Ok(args) => panic!("{line:?} parsed: {args:?}"),
+            Err(e) => e.to_string(),
+        };
+        let flag = line.split([' ', '=']).next().unwrap_or_default();
+        let first = error.lines().next().unwrap_or_default();
+        assert!(first.contains(flag), "{line}: {first}");
     }
 }

@@ -25,15 +25,14 @@ enum Command {
     Test(test::Args),
     /// Restart scenarios against gracedemo under load from oha
     ///
-    /// Runs restart scenarios against gracedemo (built in release) under load from oha, and
-    /// fails on any lost request, more than two live generations, descriptor or memory growth
-    /// across restarts, a zombie, or (sigterm) a process that outlives its stop timeout.
+    /// gracedemo is built in release. Fails on any lost request, more than two live
+    /// generations, descriptor or memory growth across restarts, a zombie, or (sigterm) a
+    /// process that outlives its stop timeout.
     RestartTest(restart_test::Args),
     /// Measure and rewrite BENCHMARKS.md
     ///
-    /// Measures and rewrites the matching sections of BENCHMARKS.md: gracedown's overhead,
-    /// gracedemo against a bare hyper-util server, restart latency, memory. Targets are
-    /// reported as met or missed; a missed target does not fail the command.
+    /// Each SECTION is measured and rewritten in place. Targets are reported as met or missed;
+    /// a missed target does not fail the command.
     Bench(bench::Args),
 }
 

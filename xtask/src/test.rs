@@ -3,9 +3,9 @@
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use testkit::which;
 
 use crate::harness::cargo;
-use crate::harness::which::which;
 
 /// Programs the tests start, and the Debian package that provides each.
 const NEEDED: &[(&str, &str)] = &[

@@ -1,6 +1,6 @@
 //! What the kernel shows of processes and descriptors: `/proc/PID/stat` (state, parent, process
-//! group, CPU time), whether a process exists, how many descriptors one holds, and the inode
-//! that names a socket across processes.
+//! group, whether it has exec'd, CPU time), whether a process exists, how many descriptors one
+//! holds, and the inode that names a socket across processes.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -19,6 +19,8 @@ pub struct Stat {
     pub ppid: u32,
     /// The process group.
     pub pgrp: u32,
+    /// The kernel's `PF_*` flags of the process (see [`Stat::has_execed`]).
+    pub flags: u32,
     /// CPU time in user mode, in clock ticks.
     pub utime: u64,
     /// CPU time in kernel mode, in clock ticks.
@@ -29,6 +31,17 @@ impl Stat {
     /// Whether the process has ended and waits to be reaped.
     pub fn is_zombie(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// Whether the process has called `execve` since it was forked (the kernel clears
+    /// `PF_FORKNOEXEC` only once the new image is in place). Until then it runs its parent's
+    /// image, and `/proc/PID/exe` names the parent's executable: a child between `clone` and
+    /// `execve` looks like its parent. Read the stat before the executable, so that "has exec'd"
+    /// also holds for what is read after it.
+    pub fn has_execed(&self) -> bool {
+        /// `PF_FORKNOEXEC` in `include/linux/sched.h`: "forked but didn't exec".
+        const PF_FORKNOEXEC: u32 = 0x40;
+        self.flags & PF_FORKNOEXEC == 0
     }
 
     /// CPU time used, user and kernel, in clock ticks.
@@ -54,6 +67,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         state: fields.first()?.chars().next()?,
         ppid: u32::try_from(number(1)?).ok()?,
         pgrp: u32::try_from(number(2)?).ok()?,
+        flags: u32::try_from(number(6)?).ok()?,
         utime: number(11)?,
         stime: number(12)?,
     })
@@ -121,6 +135,14 @@ mod tests {
         );
         assert_eq!((stat.utime, stat.stime, stat.cpu_ticks()), (31, 5, 36));
         assert!(!stat.is_zombie());
+        assert!(stat.has_execed());
+        let forked = "43 (x) Z 42 42 42 0 -1 4194368 0 0 0 0 0 0 0 0 20 0 1 0";
+        let forked = parse_stat(forked).unwrap();
+        assert!(forked.is_zombie());
+        assert!(
+            !forked.has_execed(),
+            "PF_FORKNOEXEC (0x40) is set in 4194368"
+        );
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x) Z 0 1").is_none(), "too few fields");
     }
@@ -131,6 +153,7 @@ mod tests {
         let stat = stat(me).unwrap();
         assert_eq!(stat.pid, me);
         assert!(!stat.is_zombie());
+        assert!(stat.has_execed(), "the test binary was exec'd");
         assert!(process_exists(me));
         assert!(fd_count(me).unwrap() >= 3);
         assert!(group_members(stat.pgrp).iter().any(|p| p.pid == me));

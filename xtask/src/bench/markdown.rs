@@ -24,7 +24,9 @@ pub(crate) fn update(root: &Path, begin: &str, end: &str, section: &str) -> Resu
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let new = splice(old.as_deref(), begin, end, section)?;
-    write_atomically(&path, &new)?;
+    // Written beside it and renamed over it: never half a file.
+    testkit::fs::replace_file(&path, new.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -65,28 +67,21 @@ pub(crate) fn splice(old: Option<&str>, begin: &str, end: &str, section: &str) -
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn splices_by_markers() {
+    fn splices_only_our_section() {
         let (b, e) = ("<!-- a:begin -->", "<!-- a:end -->");
-        let section = format!("{b}\nnew\n{e}\n");
-        let old =
-            format!("# Benchmarks\n\n{b}\nold\n{e}\n\n<!-- z:begin -->\nkeep\n<!-- z:end -->\n");
-        let new = splice(Some(&old), b, e, &section).unwrap();
-        assert!(new.contains("new") && !new.contains("old") && new.contains("keep"));
-        assert!(
-            splice(None, b, e, &section)
-                .unwrap()
-                .starts_with("# Benchmarks")
-        );
+        let section = |text: &str| format!("{b}\n{text}\n{e}\n");
+        let splice = |old, text| super::splice(old, b, e, &section(text));
+        let fresh = splice(None, "old").unwrap();
+        assert!(fresh.starts_with("# Benchmarks"));
+        let theirs = format!("{fresh}\n<!-- z:begin -->\nkeep\n<!-- z:end -->\n");
+        let updated = splice(Some(&theirs), "new").unwrap();
+        assert!(updated.contains("new") && !updated.contains("old") && updated.contains("keep"));
+        assert_eq!(updated.matches(b).count(), 1);
+        let appended = splice(Some("# Benchmarks\n"), "x").unwrap();
+        assert!(appended.starts_with(&format!("# Benchmarks\n\n{b}")));
+        assert!(splice(Some(&format!("{e}\n{b}")), "x").is_err());
     }
 }

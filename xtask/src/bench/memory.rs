@@ -11,7 +11,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 use super::{Ctx, markdown};
 use crate::harness::machine::Machine;
-use crate::harness::{http, interrupt, ports, procfs};
+use crate::harness::{http, interrupt, procfs};
 
 pub(crate) const BEGIN: &str = "<!-- memory:begin -->";
 pub(crate) const END: &str = "<!-- memory:end -->";
@@ -22,34 +22,38 @@ struct Measured {
     fds: usize,
 }
 
-/// Opens `n` keep-alive connections spread over `ports`, each with `GET /pid` answered.
-fn open(ports: &[u16], n: usize) -> Result<Vec<TcpStream>> {
+/// Opens `n` keep-alive connections spread over `addrs`, each with `GET /pid` answered.
+fn open(addrs: &[SocketAddr], n: usize) -> Result<Vec<TcpStream>> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         if i % 1000 == 0 {
             interrupt::check()?;
         }
-        let addr = SocketAddr::from(([127, 0, 0, 1], ports[i % ports.len()]));
+        let addr = addrs[i % addrs.len()];
         let mut c = http::connect(addr, Duration::from_secs(5))
             .map_err(|e| anyhow::anyhow!("connection {i}: {e}"))?;
         let r = http::get_on(&mut c, "/pid", false, Duration::from_secs(5))
             .map_err(|e| anyhow::anyhow!("connection {i}: {e}"))?;
-        if r.status != 200 || r.close {
-            bail!("connection {i}: answered {} (close: {})", r.status, r.close);
+        if r.status != 200 || r.closes() {
+            bail!(
+                "connection {i}: answered {} (close: {})",
+                r.status,
+                r.closes()
+            );
         }
         conns.push(c);
     }
     Ok(conns)
 }
 
-fn measure(pid: u32, ports: &[u16], n: usize) -> Result<Measured> {
+fn measure(pid: u32, addrs: &[SocketAddr], n: usize) -> Result<Measured> {
     // Settled after start and the first answers.
     interrupt::sleep(Duration::from_millis(500))?;
     let idle_kib = procfs::rss_kib(pid).context("reading the server's VmRSS")?;
-    let conns = open(ports, n)?;
+    let conns = open(addrs, n)?;
     interrupt::sleep(Duration::from_millis(500))?;
     let loaded_kib = procfs::rss_kib(pid).context("reading the server's VmRSS")?;
-    let fds = procfs::fd_count(pid).unwrap_or(0);
+    let fds = testkit::procfs::fd_count(pid).unwrap_or(0);
     drop(conns);
     Ok(Measured {
         idle_kib,
@@ -80,51 +84,49 @@ pub(crate) fn run(ctx: &Ctx, n: usize, machine: &Machine, date: &str) -> Result<
         bail!("RLIMIT_NOFILE is {limit}, too low for {n} connections");
     }
     eprintln!("xtask: memory with {n} idle keep-alive connections (RLIMIT_NOFILE {limit})");
-    let mut demo = ctx.demo("bench-memory")?;
+    let mut demo = ctx.demo_of(&ctx.gracedemo, "bench-memory")?;
     let demo_ports = demo.ports.http;
-    let g = measure(demo.current(), &demo_ports, n)?;
+    let g = measure(demo.current, &demo_ports, n)?;
     demo.stop()?;
-    let ports = ports::free(2)?;
-    let (bare_group, bare_pid) = ctx.bare(&ports, "bench-memory-bare")?;
-    let b = measure(bare_pid, &ports, n)?;
+    let addrs = testkit::net::free_addrs(2).context("picking free loopback ports")?;
+    let (bare_group, bare_pid) = ctx.bare(&addrs, "bench-memory-bare")?;
+    let b = measure(bare_pid, &addrs, n)?;
     drop(bare_group);
-    let per = |m: &Measured| (m.loaded_kib.saturating_sub(m.idle_kib)) as f64 * 1024.0 / n as f64;
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## Memory\n");
-    let _ = writeln!(
-        s,
-        "Resident memory (VmRSS) of one process, idle and with {n} idle keep-alive connections \
-         (each had one `GET /pid` answered), and the difference per connection.\n"
+    Ok(render(&g, &b, n, limit, machine, date))
+}
+
+/// The section: gracedemo's figures `g` and the bare server's `b`, with `n` connections under
+/// the descriptor limit `limit`.
+fn render(
+    g: &Measured,
+    b: &Measured,
+    n: usize,
+    limit: u64,
+    machine: &Machine,
+    date: &str,
+) -> String {
+    let mut s = format!(
+        "{BEGIN}\n## Memory\n\nResident memory (VmRSS) of one process, idle and with {n} idle \
+         keep-alive connections (each had one `GET /pid` answered), and the difference per \
+         connection.\n\n| server | idle | with {n} connections | per connection | open fds then \
+         |\n|---|---:|---:|---:|---:|\n"
     );
-    let _ = writeln!(
-        s,
-        "| server | idle | with {n} connections | per connection | open fds then |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-    for (name, m) in [("gracedemo", &g), ("bare hyper-util", &b)] {
+    for (name, m) in [("gracedemo", g), ("bare hyper-util", b)] {
+        let per_conn = m.loaded_kib.saturating_sub(m.idle_kib) as f64 / n as f64;
+        let (idle, loaded) = (m.idle_kib as f64 / 1024.0, m.loaded_kib as f64 / 1024.0);
         let _ = writeln!(
             s,
-            "| {name} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {} |",
-            mib(m.idle_kib),
-            mib(m.loaded_kib),
-            per(m) / 1024.0,
+            "| {name} | {idle:.1} MiB | {loaded:.1} MiB | {per_conn:.1} KiB | {} |",
             m.fds
         );
     }
-    let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "- The harness raises RLIMIT_NOFILE to {limit} (setrlimit) before starting the servers, \
+        "\n- The harness raises RLIMIT_NOFILE to {limit} (setrlimit) before starting the servers, \
          which inherit it. gracedemo serves two HTTP ports and its admin port; the connections \
-         alternate between its two HTTP ports (bare: two ports as well)."
+         alternate between its two HTTP ports (bare: two ports as well).\n- Command: `cargo \
+         xtask bench memory` (`--idle-conns N`).\n{}{END}",
+        markdown::machine_and_date(machine, date, "")
     );
-    let _ = writeln!(
-        s,
-        "- Command: `cargo xtask bench memory` (`--idle-conns N`)."
-    );
-    s.push_str(&markdown::machine_and_date(machine, date, ""));
-    let _ = writeln!(s, "{END}");
-    Ok(s)
+    s
 }

@@ -1,12 +1,5 @@
 //! `cargo xtask bench`: what graceful restarts cost, measured and written into BENCHMARKS.md,
-//! one section per benchmark, each between its own markers:
-//!
-//! - `overhead`: gracedown's tracking against bare tokio (`cargo bench -p gracedown`);
-//! - `http`: gracedemo against the same handler on a bare hyper-util server (`examples/bare.rs`),
-//!   same load tool (oha), same run, alternated;
-//! - `restart`: from signal to the new pid answering, and to the old pid's exit, idle and under
-//!   keep-alive load, of the default build and of a statically linked one;
-//! - `memory`: resident memory idle and with many idle keep-alive connections.
+//! one section per benchmark ([`Section`], one file each), each between its own markers.
 //!
 //! Targets are reported as met or missed; a missed target does not fail the command (timings
 //! are no pass/fail verdicts on a shared 2-core machine).
@@ -17,11 +10,12 @@ mod overhead;
 mod restart;
 mod versus;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::value_parser;
 
 use crate::cli::count;
@@ -35,7 +29,8 @@ use crate::harness::{cargo, prepare};
 enum Section {
     /// gracedown's tracking against bare tokio (cargo bench -p gracedown --bench overhead)
     Overhead,
-    /// gracedemo against the same handler on a bare hyper-util server (examples/bare.rs)
+    /// gracedemo against the same handler on a bare hyper-util server (examples/bare.rs), same
+    /// load tool (oha), same run, alternated
     Http,
     /// restart latency: signal to new pid answering, and to old pid exit; idle and loaded; of
     /// the default build and of a statically linked one
@@ -129,11 +124,6 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// gracedemo, running, for a benchmark.
-    pub(crate) fn demo(&self, name: &str) -> Result<Demo> {
-        self.demo_of(&self.gracedemo, name)
-    }
-
     /// A given build of gracedemo, running, for a benchmark.
     pub(crate) fn demo_of(&self, binary: &Path, name: &str) -> Result<Demo> {
         let files = Files {
@@ -144,16 +134,16 @@ impl Ctx {
         Demo::start(&files, name, Config::default())
     }
 
-    /// The bare server on `ports`, running, with its pid.
-    pub(crate) fn bare(&self, ports: &[u16], name: &str) -> Result<(ServerGroup, u32)> {
+    /// The bare server on `addrs`, running, with its pid.
+    pub(crate) fn bare(&self, addrs: &[SocketAddr], name: &str) -> Result<(ServerGroup, u32)> {
         let mut cmd = Command::new(&self.bare);
-        for port in ports {
-            cmd.arg("--http").arg(format!("127.0.0.1:{port}"));
+        for addr in addrs {
+            cmd.arg("--http").arg(addr.to_string());
         }
         let log = self.dir.join(format!("{name}.log"));
         let group = ServerGroup::spawn(cmd, &self.bare, &log)?;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports[0]));
-        let pid = demo::await_pid(&group, addr, Duration::from_secs(10))?;
+        let addr = addrs.first().context("the bare server needs an address")?;
+        let pid = demo::await_pid(&group, *addr, Duration::from_secs(10))?;
         Ok((group, pid))
     }
 }
@@ -187,18 +177,11 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         write(versus::BEGIN, versus::END, section)?;
     }
     if sections.contains(&Section::Restart) {
-        let mut builds = vec![restart::Build {
-            tag: "dynamic",
-            label: "default build",
-            binary: &ctx.gracedemo,
-        }];
+        let build = |tag, label, binary| restart::Build { tag, label, binary };
+        let mut builds = vec![build("dynamic", "default build", &ctx.gracedemo)];
         let statically = cargo::build_release_static("gracedemo")?;
         match &statically {
-            Some(binary) => builds.push(restart::Build {
-                tag: "static",
-                label: "static build",
-                binary,
-            }),
+            Some(binary) => builds.push(build("static", "static build", binary)),
             None => {
                 eprintln!("xtask: note: not a *-linux-gnu host; only the default build is measured")
             }
@@ -237,7 +220,7 @@ pub(crate) fn min(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{first_error_line, parse};
+    use crate::cli::{assert_rejected, parse};
 
     #[test]
     fn parses_sections_and_routes_overhead_flags() {
@@ -250,18 +233,15 @@ mod tests {
 
     #[test]
     fn bad_flags_name_the_flag() {
-        for (line, flag) in [
-            ("--http-runs 4", "--http-runs"),
-            ("--http-secs 0.1", "--http-secs"),
-            ("--restarts x", "--restarts"),
-            ("--runs", "--runs"),
-            ("--runs 0", "--runs"),
-            ("--nope", "--nope"),
-            ("speed", "speed"),
-        ] {
-            let e = first_error_line::<Args>(line);
-            assert!(e.contains(flag), "{line}: {e}");
-        }
+        assert_rejected::<Args>(&[
+            "--http-runs 4",
+            "--http-secs 0.1",
+            "--restarts x",
+            "--runs",
+            "--runs 0",
+            "--nope",
+            "speed",
+        ]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
-use super::markdown;
+use super::{markdown, max, median, min};
 use crate::harness::cargo;
 use crate::harness::machine::{Machine, today_utc};
 
@@ -19,11 +19,6 @@ const END: &str = "<!-- gracedown-overhead:end -->";
 const PREFIX: &str = "gracedown-overhead";
 /// The ratio the issue asks for.
 const TARGET: f64 = 0.98;
-
-struct Sample {
-    variant: String,
-    rate: f64,
-}
 
 struct Report {
     config: BTreeMap<String, String>,
@@ -84,7 +79,8 @@ fn fields(rest: &str) -> BTreeMap<String, String> {
 
 fn parse(lines: &[String]) -> Result<Report> {
     let mut config = None;
-    let mut samples: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+    // Rates by run, then by variant.
+    let mut samples: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
     for line in lines {
         let Some(record) = line.strip_prefix(PREFIX) else {
             continue;
@@ -106,23 +102,18 @@ fn parse(lines: &[String]) -> Result<Report> {
                 let rate: f64 = get("rate")?
                     .parse()
                     .with_context(|| format!("rate in {line}"))?;
-                samples.entry(run).or_default().push(Sample {
-                    variant: get("variant")?.clone(),
-                    rate,
-                });
+                let variant = get("variant")?.clone();
+                samples.entry(run).or_default().insert(variant, rate);
             }
             _ => {}
         }
     }
     let config = config.context("the benchmark printed no config line")?;
     let mut runs = Vec::new();
-    for (run, samples) in samples {
+    for (run, rates) in samples {
         let rate = |variant: &str| {
-            samples
-                .iter()
-                .find(|s| s.variant == variant)
-                .map(|s| s.rate)
-                .with_context(|| format!("run {run} has no {variant} sample"))
+            let rate = rates.get(variant).copied();
+            rate.with_context(|| format!("run {run} has no {variant} sample"))
         };
         let (bare, tracked) = (rate("bare")?, rate("tracked")?);
         if bare <= 0.0 {
@@ -136,30 +127,15 @@ fn parse(lines: &[String]) -> Result<Report> {
     Ok(Report { config, runs })
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
-}
-
 impl Report {
-    fn ratios(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|&(_, bare, tracked)| tracked / bare)
-            .collect()
-    }
-
     /// (median, min, max) of the per-run ratios.
     fn stats(&self) -> (f64, f64, f64) {
-        let mut ratios = self.ratios();
-        ratios.sort_by(f64::total_cmp);
-        let min = ratios.first().copied().unwrap_or(f64::NAN);
-        let max = ratios.last().copied().unwrap_or(f64::NAN);
-        (median(&ratios), min, max)
+        let ratios: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|&(_, bare, tracked)| tracked / bare)
+            .collect();
+        (median(&ratios), min(&ratios), max(&ratios))
     }
 
     fn config(&self, key: &str) -> &str {
@@ -175,44 +151,30 @@ fn render(report: &Report, machine: &Machine, date: &str, args: &[String]) -> St
     } else {
         format!("cargo xtask bench overhead {}", args.join(" "))
     };
-    let mut s = String::new();
-    // `write!` to a String cannot fail.
-    let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## gracedown overhead\n");
-    let _ = writeln!(
-        s,
-        "Throughput of a loopback echo server through gracedown's tracking (`TrackedListener`, \
-         `Tracked`, `Tracked::spawn`) relative to the same server on bare tokio `TcpListener` / \
-         `TcpStream`, tracked / bare: **median {median:.3}, spread {min:.3}..{max:.3}** over {} \
-         runs. That {verdict} the target of {TARGET:.2} or better.\n",
+    let mut s = format!(
+        "{BEGIN}\n## gracedown overhead\n\nThroughput of a loopback echo server through \
+         gracedown's tracking (`TrackedListener`, `Tracked`, `Tracked::spawn`) relative to the \
+         same server on bare tokio `TcpListener` / `TcpStream`, tracked / bare: **median \
+         {median:.3}, spread {min:.3}..{max:.3}** over {} runs. That {verdict} the target of \
+         {TARGET:.2} or better.\n\n",
         report.runs.len()
     );
+    // `write!` to a String cannot fail.
     let _ = writeln!(
         s,
         "- Load: {} connections, each ping-ponging {}-byte messages (write one, read its echo); \
          clients and server in one process, on one tokio multi-thread runtime with {} workers. \
          Each run measures both variants, {} ms each after a {} ms warm-up, alternating which \
-         goes first; one untimed pass of each precedes the first run.",
+         goes first; one untimed pass of each precedes the first run.\n- Command: `{command}` \
+         (it runs `cargo bench -p gracedown --bench overhead --locked` and rewrites this \
+         section).\n{}\n| run | bare (round trips/s) | tracked (round trips/s) | tracked / bare \
+         |\n|----:|---------------------:|------------------------:|---------------:|",
         report.config("conns"),
         report.config("size"),
         report.config("workers"),
         report.config("measure_ms"),
         report.config("warmup_ms"),
-    );
-    let _ = writeln!(
-        s,
-        "- Command: `{command}` (it runs `cargo bench -p gracedown --bench overhead --locked` and \
-         rewrites this section)."
-    );
-    s.push_str(&markdown::machine_and_date(machine, date, ""));
-    s.push('\n');
-    let _ = writeln!(
-        s,
-        "| run | bare (round trips/s) | tracked (round trips/s) | tracked / bare |"
-    );
-    let _ = writeln!(
-        s,
-        "|----:|---------------------:|------------------------:|---------------:|"
+        markdown::machine_and_date(machine, date, ""),
     );
     for &(run, bare, tracked) in &report.runs {
         let _ = writeln!(
@@ -256,24 +218,14 @@ mod tests {
     }
 
     #[test]
-    fn splices_only_our_section() {
-        let machine = Machine {
-            nproc: 2,
-            cpu: "cpu".into(),
-            kernel: "k".into(),
-        };
-        let section = render(&report(), &machine, "2024-01-01", &[]);
-        let splice = |old, section: &str| markdown::splice(old, BEGIN, END, section);
-        let fresh = splice(None, &section).unwrap();
-        assert!(fresh.starts_with("# Benchmarks"));
-        let theirs = format!("{fresh}\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n");
-        let section2 = render(&report(), &machine, "2025-02-02", &[]);
-        let updated = splice(Some(&theirs), &section2).unwrap();
-        assert!(updated.contains("2025-02-02") && !updated.contains("2024-01-01"));
-        assert!(updated.contains("keep me"));
-        assert_eq!(updated.matches(BEGIN).count(), 1);
-        let appended = splice(Some("# Benchmarks\n"), &section).unwrap();
-        assert!(appended.starts_with(&format!("# Benchmarks\n\n{BEGIN}")));
-        assert!(splice(Some(&format!("{END}\n{BEGIN}")), &section).is_err());
+    fn renders_its_section_between_its_markers() {
+        let s = render(
+            &report(),
+            &Machine::fake(),
+            "2024-01-01",
+            &["--runs".into()],
+        );
+        assert!(s.starts_with(BEGIN) && s.trim_end().ends_with(END), "{s}");
+        assert!(s.contains("2024-01-01") && s.contains("`cargo xtask bench overhead --runs`"));
     }
 }

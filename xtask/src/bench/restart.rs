@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use super::{Ctx, markdown, max, median, min};
 use crate::harness::load::{self, Kind, Load};
 use crate::harness::machine::Machine;
 use crate::harness::restart::{RestartRecord, ms};
-use crate::harness::{http, interrupt, oha, ports};
+use crate::harness::{http, interrupt, oha};
 
 pub(crate) const BEGIN: &str = "<!-- restart-latency:begin -->";
 pub(crate) const END: &str = "<!-- restart-latency:end -->";
@@ -34,39 +33,31 @@ const PROBE_PAUSE: Duration = Duration::from_micros(100);
 /// Time between restarts under load.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Restarts in ms: to the new pid (every restart has one), to the old pid's exit, and the cold
+/// start after each restart (`to_new[i]` pairs with `cold[i]`).
 #[derive(Default)]
 struct Series {
     to_new: Vec<f64>,
     to_exit: Vec<f64>,
-    /// The cold start after each restart, ms.
     cold: Vec<f64>,
-    /// Each restart's time to the new pid paired with the cold start after it.
-    pairs: Vec<(f64, f64)>,
 }
 
 impl Series {
-    fn from(records: &[RestartRecord], cold: Vec<f64>) -> Series {
-        Series {
-            to_new: records.iter().filter_map(|r| ms(r.to_new)).collect(),
-            to_exit: records.iter().filter_map(|r| ms(r.to_old_exit)).collect(),
-            pairs: records
-                .iter()
-                .zip(&cold)
-                .filter_map(|(r, &c)| Some((ms(r.to_new)?, c)))
-                .collect(),
-            cold,
-        }
-    }
-
+    /// Each restart's time to the new pid against the cold start after it.
     fn ratios(&self) -> Vec<f64> {
-        self.pairs.iter().map(|&(r, c)| r / c).collect()
+        self.to_new
+            .iter()
+            .zip(&self.cold)
+            .map(|(r, c)| r / c)
+            .collect()
     }
 
-    fn append(&mut self, mut other: Series) {
-        self.to_new.append(&mut other.to_new);
-        self.to_exit.append(&mut other.to_exit);
-        self.cold.append(&mut other.cold);
-        self.pairs.append(&mut other.pairs);
+    fn append(&mut self, records: &[RestartRecord], cold: Vec<f64>) {
+        self.to_new
+            .extend(records.iter().filter_map(|r| ms(r.to_new)));
+        self.to_exit
+            .extend(records.iter().filter_map(|r| ms(r.to_old_exit)));
+        self.cold.extend(cold);
     }
 }
 
@@ -83,30 +74,36 @@ impl Drop for Cold {
 /// Starts gracedemo from scratch with the flags a restarted one has and returns the time from
 /// the spawn to its first answer, probing as the restarts are probed.
 fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
-    let ports = ports::free(3)?;
-    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let addrs = testkit::net::free_addrs(3).context("picking free loopback ports")?;
     let pid_file = ctx.dir.join("bench-cold.pid");
     let log = File::create(ctx.dir.join("bench-cold.log")).context("creating bench-cold.log")?;
     let mut command = Command::new(binary);
+    let [http0, http1, admin] = [0, 1, 2].map(|i| addrs[i].to_string());
     command
-        .args(["--http", &addr(ports[0]), "--http", &addr(ports[1])])
-        .args(["--admin", &addr(ports[2])])
-        .arg("--pid-file")
+        .args([
+            "--http",
+            &http0,
+            "--http",
+            &http1,
+            "--admin",
+            &admin,
+            "--pid-file",
+        ])
         .arg(&pid_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    let target = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let target = addrs[0];
     let t0 = Instant::now();
     let child = Cold(command.spawn().context("starting gracedemo")?);
     let end = t0 + Duration::from_secs(10);
     while Instant::now() < end {
         interrupt::check()?;
         if let Ok(r) = http::get(target, "/pid", Duration::from_secs(1)) {
-            if r.pid() != Some(child.0.id()) {
+            if http::pid(&r) != Some(child.0.id()) {
                 bail!(
                     "cold start {i}: {target} answered {:?}, not gracedemo",
-                    r.pid()
+                    http::pid(&r)
                 );
             }
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -122,20 +119,21 @@ fn cold_start(ctx: &Ctx, binary: &Path, i: usize) -> Result<f64> {
 /// the load the restarts are measured under.
 fn load_rate(ctx: &Ctx, build: &Build<'_>) -> Result<u64> {
     let mut demo = ctx.demo_of(build.binary, "bench-restart-capacity")?;
-    let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
+    let url = format!("http://{}/", demo.ports.http[0]);
     let capacity = load::capacity(&ctx.oha, Kind::KEEPALIVE, &url, None, &ctx.dir, 2.0)?;
     demo.stop()?;
     Ok((capacity / 2.0) as u64)
 }
 
-/// `n` restarts of `build`, idle or (with a rate) under keep-alive load at that rate.
+/// `n` restarts of `build`, idle or (with a rate) under keep-alive load at that rate, each with
+/// the cold start after it.
 fn restarts(
     ctx: &Ctx,
     build: &Build<'_>,
     n: usize,
     rate: Option<u64>,
     part: usize,
-) -> Result<Series> {
+) -> Result<(Vec<RestartRecord>, Vec<f64>)> {
     let name = format!(
         "bench-restart-{}-{}-{part}",
         build.tag,
@@ -146,7 +144,7 @@ fn restarts(
     demo.probe_pause = PROBE_PAUSE;
     let mut running = None;
     if let Some(r) = rate {
-        let url = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
+        let url = format!("http://{}/", demo.ports.http[0]);
         let planned = INTERVAL * u32::try_from(n + 1).unwrap_or(u32::MAX);
         let l = Load {
             kind: Kind::KEEPALIVE,
@@ -155,12 +153,8 @@ fn restarts(
             requests: (r as f64 * planned.as_secs_f64()) as u64,
             ca: None,
         };
-        running = Some(load::start(
-            &ctx.oha,
-            &l,
-            &ctx.dir.join(format!("{name}.json")),
-            &ctx.dir.join(format!("{name}-oha.log")),
-        )?);
+        let tag = format!("{name}-oha");
+        running = Some(load::start(&ctx.oha, &l, &ctx.dir, &tag)?);
         interrupt::sleep(INTERVAL / 2)?;
     }
     let mut cold = Vec::new();
@@ -191,7 +185,7 @@ fn restarts(
             demo.failures
         );
     }
-    Ok(Series::from(&records, cold))
+    Ok((records, cold))
 }
 
 /// A build of gracedemo to measure.
@@ -244,7 +238,8 @@ pub(crate) fn run(
                     "idle"
                 }
             );
-            series[b].append(restarts(ctx, &builds[b], count, load, part)?);
+            let (records, cold) = restarts(ctx, &builds[b], count, load, part)?;
+            series[b].append(&records, cold);
         }
     }
     let measured = builds
@@ -259,32 +254,36 @@ pub(crate) fn run(
     Ok(section(&measured, n, rate, machine, date))
 }
 
+/// Each build's series: idle, then under load.
+fn each<'a>(m: &'a Measured<'_>) -> [(&'static str, &'a Series); 2] {
+    [("idle", &m.idle), ("under keep-alive load", &m.loaded)]
+}
+
 /// The latency table: each build idle and loaded, then its cold-start baselines.
 fn table(s: &mut String, measured: &[Measured<'_>]) {
-    let _ = writeln!(
-        s,
-        "| build | | to new pid, median | to new pid, max | to old exit, median | to old exit, max |"
+    s.push_str(
+        "| build | | to new pid, median | to new pid, max | to old exit, median | to old exit, \
+         max |\n|---|---|---:|---:|---:|---:|\n",
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
     for m in measured {
-        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+        for (name, x) in each(m) {
+            let (new, exit) = (&x.to_new, &x.to_exit);
             let _ = writeln!(
                 s,
                 "| {} | {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
                 m.build.label,
-                median(&series.to_new),
-                max(&series.to_new),
-                median(&series.to_exit),
-                max(&series.to_exit)
+                median(new),
+                max(new),
+                median(exit),
+                max(exit)
             );
         }
-        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
+        for (name, x) in each(m) {
+            let (med, most) = (median(&x.cold), max(&x.cold));
+            let label = m.build.label;
             let _ = writeln!(
                 s,
-                "| {} | baseline: cold start, {name} | {:.1} ms | {:.1} ms | | |",
-                m.build.label,
-                median(&series.cold),
-                max(&series.cold)
+                "| {label} | baseline: cold start, {name} | {med:.1} ms | {most:.1} ms | | |"
             );
         }
     }
@@ -298,108 +297,92 @@ fn section(
     date: &str,
 ) -> String {
     let meets = |ok: bool| if ok { "meets" } else { "misses" };
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## Restart latency\n");
-    let _ = writeln!(
-        s,
-        "From `SIGUSR2` to the first answer from the new pid, and to the old pid's exit, over {n} \
-         restarts of `gracedemo` each way. The new pid is found by a probe: `GET /pid` on a new \
-         connection every {} µs from the signal on.\n",
+    let mut s = format!(
+        "{BEGIN}\n## Restart latency\n\nFrom `SIGUSR2` to the first answer from the new pid, and \
+         to the old pid's exit, over {n} restarts of `gracedemo` each way. The new pid is found by \
+         a probe: `GET /pid` on a new connection every {} µs from the signal on.\n\n",
         PROBE_PAUSE.as_micros()
     );
     if measured.len() > 1 {
-        let _ = writeln!(
-            s,
+        s.push_str(
             "Two builds of the same code: the one `cargo build --release` makes, dynamically \
              linked against glibc, and a statically linked one (glibc static-pie). A restart is \
              mostly the new binary's start-up, and static linking removes the dynamic loader's \
              part of it (mapping and relocating three shared libraries) from every start, cold \
              or by restart. (Go programs built with `CGO_ENABLED=0`, as Go servers often are, \
-             are statically linked as well.)\n"
+             are statically linked as well.)\n\n",
         );
     }
     table(&mut s, measured);
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "The baseline is the same binary with the same flags started from scratch, timed from \
+    s.push_str(
+        "\nThe baseline is the same binary with the same flags started from scratch, timed from \
          the spawn to its first answer on a new connection (probed the same way), once after \
          each restart: the process start-up (exec, dynamic loading, runtime threads) that any \
          exec-based restart pays too. A restart adds the signal's delivery and the parent's \
          preparation, and skips the binds and the pid file. Restart against the cold start \
-         after it (to new pid / cold start, each pair):\n"
+         after it (to new pid / cold start, each pair):\n\n",
     );
     for m in measured {
-        for (name, series) in [("idle", &m.idle), ("under keep-alive load", &m.loaded)] {
-            let ratios = series.ratios();
+        for (name, x) in each(m) {
+            let r = x.ratios();
             let _ = writeln!(
                 s,
                 "- {}, {name}: median {:.2}, spread {:.2}..{:.2} over {} pairs",
                 m.build.label,
-                median(&ratios),
-                min(&ratios),
-                max(&ratios),
-                ratios.len()
+                median(&r),
+                min(&r),
+                max(&r),
+                r.len()
             );
         }
     }
-    let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Targets: under load, median at most {LOADED_MEDIAN} ms and max at most {LOADED_MAX} ms; \
-         idle, median at most {IDLE_MEDIAN} ms.\n"
+        "\nTargets: under load, median at most {LOADED_MEDIAN} ms and max at most {LOADED_MAX} \
+         ms; idle, median at most {IDLE_MEDIAN} ms.\n"
     );
     for m in measured {
+        let (loaded, idle) = (&m.loaded.to_new, &m.idle.to_new);
         let _ = writeln!(
             s,
             "- {}: under load, median {} and max {}; idle, median {}.",
             m.build.label,
-            meets(median(&m.loaded.to_new) <= LOADED_MEDIAN),
-            meets(max(&m.loaded.to_new) <= LOADED_MAX),
-            meets(median(&m.idle.to_new) <= IDLE_MEDIAN),
+            meets(median(loaded) <= LOADED_MEDIAN),
+            meets(max(loaded) <= LOADED_MAX),
+            meets(median(idle) <= IDLE_MEDIAN),
         );
     }
-    let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rate} req/s for every build (half \
-         of what an unthrottled burst did against the {}), `--latency-correction`; one restart \
-         every {} s. Idle: one restart after the other, each once the old pid has exited.",
+        "\n- Load: oha {}, HTTP/1.1 keep-alive, 32 connections, {rate} req/s for every build \
+         (half of what an unthrottled burst did against the {}), `--latency-correction`; one \
+         restart every {} s. Idle: one restart after the other, each once the old pid has exited.",
         oha::VERSION,
         measured.first().map_or("first build", |m| m.build.label),
         INTERVAL.as_secs()
     );
     if measured.len() > 1 {
+        let order: Vec<&str> = measured
+            .iter()
+            .chain(measured.iter().rev())
+            .map(|m| m.build.tag)
+            .collect();
         let _ = writeln!(
             s,
-            "- Each series ran in two halves, the builds in the order {}, so that the \
-             machine's drift during the run weighs on each alike.",
-            measured
-                .iter()
-                .chain(measured.iter().rev())
-                .map(|m| m.build.tag)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "- Each series ran in two halves, the builds in the order {}, so that the machine's \
+             drift during the run weighs on each alike.",
+            order.join(", ")
         );
     }
     let _ = writeln!(
         s,
         "- The old pid exits once it has drained: under load its keep-alive connections close at \
-         their next request (answered with `Connection: close`)."
+         their next request (answered with `Connection: close`).\n- Command: `cargo xtask bench \
+         restart` (`--restarts N`). It builds the static one with `RUSTFLAGS=\"-C \
+         target-feature=+crt-static\" cargo build --release --target HOST` (`--target`, so that \
+         build scripts and proc-macros stay dynamic).\n{}{END}",
+        markdown::machine_and_date(machine, date, "; client and server share it")
     );
-    let _ = writeln!(
-        s,
-        "- Command: `cargo xtask bench restart` (`--restarts N`). It builds the static one with \
-         `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target HOST` \
-         (`--target`, so that build scripts and proc-macros stay dynamic)."
-    );
-    s.push_str(&markdown::machine_and_date(
-        machine,
-        date,
-        "; client and server share it",
-    ));
-    let _ = writeln!(s, "{END}");
     s
 }
 
@@ -412,29 +395,15 @@ mod tests {
             to_new: to_new.to_vec(),
             to_exit: to_new.iter().map(|t| t + 1.0).collect(),
             cold: cold.to_vec(),
-            pairs: to_new.iter().copied().zip(cold.iter().copied()).collect(),
         }
     }
 
     #[test]
     fn the_section_judges_each_build_by_its_own_figures() {
-        let machine = Machine {
-            nproc: 2,
-            cpu: "test cpu".into(),
-            kernel: "test kernel".into(),
-        };
-        let (a, b) = (Path::new("a"), Path::new("b"));
+        let build = |tag, label, binary| Build { tag, label, binary };
         let builds = [
-            Build {
-                tag: "dynamic",
-                label: "default build",
-                binary: a,
-            },
-            Build {
-                tag: "static",
-                label: "static build",
-                binary: b,
-            },
+            build("dynamic", "default build", Path::new("a")),
+            build("static", "static build", Path::new("b")),
         ];
         let measured = [
             Measured {
@@ -448,38 +417,18 @@ mod tests {
                 loaded: series(&[4.5, 5.0, 14.0], &[4.0, 4.0, 4.0]),
             },
         ];
-        let s = section(&measured, 3, 40_000, &machine, "2026-01-01");
+        let s = section(&measured, 3, 40_000, &Machine::fake(), "2026-01-01");
         assert!(s.starts_with(BEGIN) && s.trim_end().ends_with(END), "{s}");
-        assert!(
-            s.contains(
-                "- default build: under load, median misses and max misses; idle, median misses."
-            ),
-            "{s}"
-        );
-        assert!(
-            s.contains(
-                "- static build: under load, median meets and max meets; idle, median meets."
-            ),
-            "{s}"
-        );
-        assert!(
-            s.contains("| static build | idle | 2.9 ms | 3.0 ms | 3.9 ms | 4.0 ms |"),
-            "{s}"
-        );
-        assert!(
-            s.contains("| default build | baseline: cold start, under keep-alive load | 5.0 ms | 5.0 ms | | |"),
-            "{s}"
-        );
-        assert!(
-            s.contains(
-                "40000 req/s for every build (half of what an unthrottled burst did against \
-                 the default build)"
-            ),
-            "{s}"
-        );
-        assert!(
-            s.contains("in the order dynamic, static, static, dynamic"),
-            "{s}"
-        );
+        for expected in [
+            "- default build: under load, median misses and max misses; idle, median misses.",
+            "- static build: under load, median meets and max meets; idle, median meets.",
+            "| static build | idle | 2.9 ms | 3.0 ms | 3.9 ms | 4.0 ms |",
+            "| default build | baseline: cold start, under keep-alive load | 5.0 ms | 5.0 ms | | |",
+            "40000 req/s for every build (half of what an unthrottled burst did against the \
+             default build)",
+            "in the order dynamic, static, static, dynamic",
+        ] {
+            assert!(s.contains(expected), "{expected:?} is not in {s}");
+        }
     }
 }

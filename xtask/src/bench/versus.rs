@@ -4,12 +4,12 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{Ctx, markdown, max, median, min};
 use crate::harness::load::{self, Kind, Load, LoadResult};
 use crate::harness::machine::Machine;
-use crate::harness::{interrupt, oha, ports};
+use crate::harness::{interrupt, oha};
 
 pub(crate) const BEGIN: &str = "<!-- gracedemo-vs-bare:begin -->";
 pub(crate) const END: &str = "<!-- gracedemo-vs-bare:end -->";
@@ -24,9 +24,7 @@ fn oha(ctx: &Ctx, url: &str, rate: Option<u64>, requests: u64, tag: &str) -> Res
         requests,
         ca: None,
     };
-    let out = ctx.dir.join(format!("{tag}.json"));
-    let log = ctx.dir.join(format!("{tag}.log"));
-    let r = load::start(&ctx.oha, &load, &out, &log)?.finish()?;
+    let r = load::start(&ctx.oha, &load, &ctx.dir, tag)?.finish()?;
     if r.outcomes.failed() > 0 || r.unaccounted() > 0 {
         bail!(
             "{tag}: not every request succeeded ({})",
@@ -87,11 +85,11 @@ pub(crate) fn run(
     machine: &Machine,
     date: &str,
 ) -> Result<String> {
-    let mut demo = ctx.demo("bench-gracedemo")?;
-    let ports = ports::free(1)?;
-    let (bare_group, _) = ctx.bare(&ports, "bench-bare")?;
-    let url_demo = format!("http://127.0.0.1:{}/", demo.ports.http[0]);
-    let url_bare = format!("http://127.0.0.1:{}/", ports[0]);
+    let mut demo = ctx.demo_of(&ctx.gracedemo, "bench-gracedemo")?;
+    let addrs = testkit::net::free_addrs(1).context("picking a free loopback port")?;
+    let (bare_group, _) = ctx.bare(&addrs, "bench-bare")?;
+    let url_demo = format!("http://{}/", demo.ports.http[0]);
+    let url_bare = format!("http://{}/", addrs[0]);
     // One untimed pass of each sizes the runs and warms both up.
     let warm = |url: &str, tag: &str| oha(ctx, url, None, 20_000, tag).map(|r| r.rps);
     let capacity = warm(&url_demo, "warm-gracedemo")?.max(warm(&url_bare, "warm-bare")?);
@@ -141,55 +139,43 @@ fn render(
     let ratios: Vec<f64> = runs.iter().map(|r| r.rps.0 / r.rps.1).collect();
     let (med, lo, hi) = (median(&ratios), min(&ratios), max(&ratios));
     let verdict = if med >= TARGET { "meets" } else { "misses" };
-    let col = |f: &dyn Fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-    let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN}");
-    let _ = writeln!(s, "## gracedemo against a bare hyper-util server\n");
-    let _ = writeln!(
-        s,
-        "Throughput of `gracedemo` relative to `examples/bare.rs` (the same handler on a bare \
-         hyper-util `auto` server: no drain tracking, no admin port, no signals), gracedemo / \
-         bare: **median {med:.3}, spread {lo:.3}..{hi:.3}** over {} runs. That {verdict} the \
-         target of {TARGET:.2} or better.\n",
+    // The median over the runs of one latency percentile `p` of one side (0 gracedemo, 1 bare).
+    let lat = |side: usize, p: usize| {
+        median(
+            &runs
+                .iter()
+                .map(|r| [r.latency.0, r.latency.1][side][p])
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut s = format!(
+        "{BEGIN}\n## gracedemo against a bare hyper-util server\n\nThroughput of `gracedemo` \
+         relative to `examples/bare.rs` (the same handler on a bare hyper-util `auto` server: no \
+         drain tracking, no admin port, no signals), gracedemo / bare: **median {med:.3}, spread \
+         {lo:.3}..{hi:.3}** over {} runs. That {verdict} the target of {TARGET:.2} or better.\n\n",
         runs.len()
     );
     let _ = writeln!(
         s,
         "Latency at a fixed {rate} req/s (half of what the faster variant does; oha \
          `--latency-correction`), median over the runs: gracedemo p50 {:.2} ms, p99 {:.2} ms, \
-         p99.9 {:.2} ms; bare p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms.\n",
-        col(&|r| r.latency.0[0]),
-        col(&|r| r.latency.0[1]),
-        col(&|r| r.latency.0[2]),
-        col(&|r| r.latency.1[0]),
-        col(&|r| r.latency.1[1]),
-        col(&|r| r.latency.1[2]),
+         p99.9 {:.2} ms; bare p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms.\n\n- Load: oha {}, \
+         `GET /` over HTTP/1.1 keep-alive, 32 connections, on the same machine. Each run measures \
+         both servers: {requests} requests each unthrottled for throughput (about {secs} s), in \
+         halves ordered A B B A, A alternating between runs; then {lat_requests} requests each at \
+         the fixed rate for latency. One untimed pass of each precedes the first run.\n- Command: \
+         `cargo xtask bench http` (builds both in release; `--http-runs N`, `--http-secs S`).\n{}\n\
+         | run | gracedemo (req/s) | bare (req/s) | gracedemo / bare | gracedemo p99 ms | bare p99 \
+         ms |\n|----:|---:|---:|---:|---:|---:|",
+        lat(0, 0),
+        lat(0, 1),
+        lat(0, 2),
+        lat(1, 0),
+        lat(1, 1),
+        lat(1, 2),
+        oha::VERSION,
+        markdown::machine_and_date(machine, date, "; client and servers share it"),
     );
-    let _ = writeln!(
-        s,
-        "- Load: oha {}, `GET /` over HTTP/1.1 keep-alive, 32 connections, on the same machine. \
-         Each run measures both servers: {requests} requests each unthrottled for throughput \
-         (about {secs} s), in halves ordered A B B A, A alternating between runs; then \
-         {lat_requests} requests each at the fixed rate for latency. One untimed pass of each \
-         precedes the first run.",
-        oha::VERSION
-    );
-    let _ = writeln!(
-        s,
-        "- Command: `cargo xtask bench http` (builds both in release; `--http-runs N`, \
-         `--http-secs S`)."
-    );
-    s.push_str(&markdown::machine_and_date(
-        machine,
-        date,
-        "; client and servers share it",
-    ));
-    s.push('\n');
-    let _ = writeln!(
-        s,
-        "| run | gracedemo (req/s) | bare (req/s) | gracedemo / bare | gracedemo p99 ms | bare p99 ms |"
-    );
-    let _ = writeln!(s, "|----:|---:|---:|---:|---:|---:|");
     for (i, r) in runs.iter().enumerate() {
         let _ = writeln!(
             s,

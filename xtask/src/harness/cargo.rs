@@ -99,22 +99,17 @@ fn build(bin: &str, static_target: Option<&str>) -> Result<PathBuf> {
         bin,
         "--message-format=json-render-diagnostics",
     ])?;
-    let how = match static_target {
-        Some(target) => {
-            // Added to the flags the default build gets, if any, so that linking is the only
-            // difference.
-            let flags = match std::env::var("RUSTFLAGS") {
-                Ok(f) if !f.trim().is_empty() => format!("{f} -C target-feature=+crt-static"),
-                _ => "-C target-feature=+crt-static".to_owned(),
-            };
-            command.args(["--target", target]).env("RUSTFLAGS", flags);
-            format!(
-                "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --locked \
-                 -p grace-examples --bin {bin} --target {target}"
-            )
-        }
-        None => format!("cargo build --release --locked -p grace-examples --bin {bin}"),
-    };
+    let mut how = format!("cargo build --release --locked -p grace-examples --bin {bin}");
+    if let Some(target) = static_target {
+        // Added to the flags the default build gets, if any, so that linking is the only
+        // difference.
+        let flags = match std::env::var("RUSTFLAGS") {
+            Ok(f) if !f.trim().is_empty() => format!("{f} -C target-feature=+crt-static"),
+            _ => "-C target-feature=+crt-static".to_owned(),
+        };
+        command.args(["--target", target]).env("RUSTFLAGS", flags);
+        how = format!("RUSTFLAGS=\"-C target-feature=+crt-static\" {how} --target {target}");
+    }
     eprintln!("xtask: building {bin} ({how})");
     let out = command
         .stderr(Stdio::inherit())

@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
+use testkit::wait_until;
 
 use super::exit_watch::ExitWatch;
 use super::group::ServerGroup;
 use super::load::Kind;
 use super::outcomes::Outcomes;
 use super::restart::{PROBE_FAST, Pending, RestartRecord, Snapshot};
-use super::{http, interrupt, metrics, ports, process};
+use super::{http, interrupt, process};
 
 /// How the first process is started.
 #[derive(Debug, Clone)]
@@ -61,11 +61,12 @@ pub(crate) struct Files {
     pub(crate) dir: PathBuf,
 }
 
+/// The server's loopback addresses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ports {
-    pub(crate) http: [u16; 2],
-    pub(crate) https: Option<u16>,
-    pub(crate) admin: u16,
+    pub(crate) http: [SocketAddr; 2],
+    pub(crate) https: Option<SocketAddr>,
+    pub(crate) admin: SocketAddr,
 }
 
 /// A running gracedemo and what was seen of its restarts.
@@ -74,9 +75,11 @@ pub(crate) struct Demo {
     pub(crate) group: ServerGroup,
     pub(crate) ports: Ports,
     pub(crate) config: Config,
-    current: AtomicU32,
+    /// The pid that serves now, as far as the harness knows: the last one seen answering.
+    pub(crate) current: u32,
     pub(super) pid_file: PathBuf,
-    log: PathBuf,
+    /// Its stderr, every generation's.
+    pub(crate) log: PathBuf,
     /// Restarts whose old pid may still be draining.
     pub(super) pending: Vec<Pending>,
     pub(crate) restarts: Vec<RestartRecord>,
@@ -95,15 +98,14 @@ pub(crate) struct Demo {
 
 /// gracedemo's flags for `ports`, `config` and its pid file.
 fn args(files: &Files, ports: &Ports, config: &Config, pid_file: &Path) -> Result<Vec<String>> {
-    let addr = |port: u16| format!("127.0.0.1:{port}");
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let mut args: Vec<String> = vec![
         "--http".into(),
-        addr(ports.http[0]),
+        ports.http[0].to_string(),
         "--http".into(),
-        addr(ports.http[1]),
+        ports.http[1].to_string(),
         "--admin".into(),
-        addr(ports.admin),
+        ports.admin.to_string(),
         "--pid-file".into(),
         pid_file.to_string_lossy().into_owned(),
         "--stop-timeout".into(),
@@ -113,13 +115,13 @@ fn args(files: &Files, ports: &Ports, config: &Config, pid_file: &Path) -> Resul
         "--ready-timeout".into(),
         ms(config.ready_timeout),
     ];
-    if let Some(port) = ports.https {
+    if let Some(https) = ports.https {
         let Some((cert, key)) = &files.tls else {
             bail!("TLS asked for without certificates");
         };
         args.extend([
             "--https".into(),
-            addr(port),
+            https.to_string(),
             "--cert".into(),
             cert.to_string_lossy().into_owned(),
             "--key".into(),
@@ -142,10 +144,10 @@ fn command(launch: &Launch, binary: &Path, ports: &Ports, args: &[String]) -> Co
                 (ports.http[1], "http-1"),
                 (ports.admin, "admin"),
             ];
-            sockets.extend(ports.https.map(|port| (port, "https-0")));
+            sockets.extend(ports.https.map(|addr| (addr, "https-0")));
             let mut c = Command::new("systemd-socket-activate");
-            for (port, _) in &sockets {
-                c.arg("-l").arg(format!("127.0.0.1:{port}"));
+            for (addr, _) in &sockets {
+                c.arg("-l").arg(addr.to_string());
             }
             let names: Vec<&str> = sockets.iter().map(|(_, n)| *n).collect();
             c.arg(format!("--fdname={}", names.join(":")));
@@ -165,7 +167,7 @@ pub(crate) fn await_pid(group: &ServerGroup, addr: SocketAddr, limit: Duration) 
     loop {
         interrupt::check()?;
         let answer = http::get(addr, "/pid", Duration::from_secs(2)).ok();
-        if let Some(pid) = answer.and_then(|r| r.pid()) {
+        if let Some(pid) = answer.as_ref().and_then(http::pid) {
             return Ok(pid);
         }
         group.rescan();
@@ -182,7 +184,7 @@ pub(crate) fn await_pid(group: &ServerGroup, addr: SocketAddr, limit: Duration) 
 impl Demo {
     /// Starts gracedemo and waits until it answers.
     pub(crate) fn start(files: &Files, name: &str, config: Config) -> Result<Demo> {
-        let picked = ports::free(4)?;
+        let picked = testkit::net::free_addrs(4).context("picking free loopback ports")?;
         let ports = Ports {
             http: [picked[0], picked[1]],
             https: config.tls.then_some(picked[2]),
@@ -194,11 +196,11 @@ impl Demo {
         let args = args(files, &ports, &config, &pid_file)?;
         let command = command(&config.launch, &files.binary, &ports, &args);
         let group = ServerGroup::spawn(command, &files.binary, &log)?;
-        let demo = Demo {
+        let mut demo = Demo {
             group,
             ports,
             config,
-            current: AtomicU32::new(0),
+            current: 0,
             pid_file,
             log,
             pending: Vec::new(),
@@ -210,75 +212,52 @@ impl Demo {
             failures: Vec::new(),
             probe_pause: PROBE_FAST,
         };
-        match await_pid(&demo.group, demo.http_addr(1), Duration::from_secs(20)) {
-            Ok(pid) => demo.set_current(pid),
-            Err(e) => bail!("gracedemo: {e:#}; its log:\n{}", demo.log_tail(20)),
+        match await_pid(&demo.group, demo.ports.http[1], Duration::from_secs(20)) {
+            Ok(pid) => demo.current = pid,
+            Err(e) => {
+                let log = demo.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("gracedemo: {e:#}; its log:\n{}", tail.join("\n"))
+            }
         }
         Ok(demo)
     }
 
-    pub(crate) fn http_addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports.http[i]))
-    }
-
-    pub(crate) fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports.admin))
-    }
-
-    /// The URL oha loads: `/` on the first HTTP port, or on the HTTPS port for TLS.
-    pub(crate) fn url(&self, kind: Kind) -> Result<String> {
-        if !kind.tls {
-            return Ok(format!("http://127.0.0.1:{}/", self.ports.http[0]));
+    /// The address of `kind`'s load: the first HTTP port, or the HTTPS port for TLS.
+    pub(crate) fn load_addr(&self, kind: Kind) -> Result<SocketAddr> {
+        if kind.tls {
+            self.ports.https.context("TLS load on a server without TLS")
+        } else {
+            Ok(self.ports.http[0])
         }
-        let Some(port) = self.ports.https else {
-            bail!("TLS load on a server without TLS");
-        };
-        // The certificate names 127.0.0.1; oha checks it against the throwaway CA.
-        Ok(format!("https://127.0.0.1:{port}/"))
     }
 
-    /// The pid that serves now (as far as the harness knows: the last one seen answering).
-    pub(crate) fn current(&self) -> u32 {
-        self.current.load(Ordering::SeqCst)
-    }
-
-    pub(super) fn set_current(&self, pid: u32) {
-        self.current.store(pid, Ordering::SeqCst);
-    }
-
-    pub(crate) fn log_path(&self) -> &Path {
-        &self.log
+    /// The URL oha loads: `/` at [`Demo::load_addr`]. (The certificate names 127.0.0.1; oha
+    /// checks it against the throwaway CA.)
+    pub(crate) fn url(&self, kind: Kind) -> Result<String> {
+        let scheme = if kind.tls { "https" } else { "http" };
+        Ok(format!("{scheme}://{}/", self.load_addr(kind)?))
     }
 
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
     /// The admin port's `/metrics`, as `name{labels}` -> value.
     pub(crate) fn metrics(&self) -> Result<BTreeMap<String, f64>> {
-        let res = http::get(self.admin_addr(), "/metrics", Duration::from_secs(2))
+        let res = http::get(self.ports.admin, "/metrics", Duration::from_secs(2))
             .map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
-        Ok(metrics::parse(&res.body))
+        Ok(testkit::metrics::parse(&res.text()))
     }
 
     /// The metrics of `pid` (the admin port is shared by the generations alive; ask until
     /// `pid` answers, for at most a second).
     pub(crate) fn metrics_of(&self, pid: u32) -> Option<BTreeMap<String, f64>> {
-        for _ in 0..100 {
-            if let Ok(m) = self.metrics() {
-                if m.get("gracehttp_process_id").copied() == Some(f64::from(pid)) {
-                    return Some(m);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        wait_until(Duration::from_secs(1), || {
+            let m = self.metrics().ok()?;
+            (m.get("gracehttp_process_id").copied() == Some(f64::from(pid))).then_some(m)
+        })
     }
 
     /// How long a draining generation may live: stop timeout, then kill timeout.
@@ -292,7 +271,7 @@ impl Demo {
     pub(crate) fn stop(&mut self) -> Result<Option<Duration>> {
         self.settle();
         self.collect_exits(true);
-        let pid = self.current();
+        let pid = self.current;
         let watch = ExitWatch::start(pid, self.drain_limit() + Duration::from_secs(2));
         let t0 = Instant::now();
         if let Err(e) = process::signal(pid, Signal::SIGTERM) {

@@ -14,26 +14,29 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
+use testkit::procfs::{Stat, processes};
+use testkit::wait_until;
 
 use super::interrupt::interrupted;
 use super::process::{self, Exit, reap_group};
-use super::procfs::{ProcStat, exe, processes};
+use super::procfs::exe;
 
 /// What the watcher saw of the server's process group.
 #[derive(Debug, Default)]
 struct Seen {
-    /// Every server process (running the server binary) ever seen, with when first seen.
+    /// Every server process (one that has exec'd the server binary) ever seen, with when first
+    /// seen.
     servers: BTreeMap<u32, Instant>,
     /// (when, live server processes) at every change.
     live: Vec<(Instant, usize)>,
-    /// Exits reaped by the harness: pid, status, when.
-    exits: Vec<(u32, Exit, Instant)>,
+    /// Exits reaped by the harness: pid, status.
+    exits: Vec<(u32, Exit)>,
     /// Zombie children of a live server, with when first seen.
     zombies_first_seen: BTreeMap<u32, Instant>,
     /// Zombies left unreaped by their server parent for longer than [`ZOMBIE_GRACE`].
     zombies: BTreeSet<u32>,
     /// Members of the group right now (any state).
-    members: Vec<ProcStat>,
+    members: Vec<Stat>,
 }
 
 /// How long a parent may take to reap its exited child before it counts as a zombie.
@@ -106,20 +109,7 @@ impl ServerGroup {
 
     /// The most server processes alive at once between `from` and now.
     pub(crate) fn max_live_since(&self, from: Instant) -> usize {
-        let seen = self.seen();
-        let before = seen
-            .live
-            .iter()
-            .rev()
-            .find(|(t, _)| *t <= from)
-            .map_or(0, |&(_, n)| n);
-        seen.live
-            .iter()
-            .filter(|(t, _)| *t > from)
-            .map(|&(_, n)| n)
-            .chain([before])
-            .max()
-            .unwrap_or(0)
+        max_since(&self.seen().live, from)
     }
 
     /// The most server processes alive at once over the whole run.
@@ -142,13 +132,13 @@ impl ServerGroup {
         self.seen().zombies.iter().copied().collect()
     }
 
-    /// Exits reaped so far: pid, status, when.
-    pub(crate) fn exits(&self) -> Vec<(u32, Exit, Instant)> {
+    /// Exits reaped so far: pid, status.
+    pub(crate) fn exits(&self) -> Vec<(u32, Exit)> {
         self.seen().exits.clone()
     }
 
     /// Members of the group now, any state, as of the last scan.
-    pub(crate) fn members(&self) -> Vec<ProcStat> {
+    pub(crate) fn members(&self) -> Vec<Stat> {
         self.seen().members.clone()
     }
 
@@ -158,18 +148,14 @@ impl ServerGroup {
     }
 
     /// Waits until the group is empty (everything exited and reaped), at most `limit`.
+    /// Gives up early on Ctrl-C.
     pub(crate) fn wait_empty(&self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        loop {
+        let empty = wait_until(limit, || {
             self.rescan();
-            if self.members().is_empty() {
-                return true;
-            }
-            if Instant::now() >= end || interrupted() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            let empty = self.members().is_empty();
+            (empty || interrupted()).then_some(empty)
+        });
+        empty == Some(true)
     }
 
     /// SIGKILLs whatever is left of the group and reaps it; returns the pids that were left.
@@ -203,14 +189,27 @@ impl Drop for ServerGroup {
     }
 }
 
+/// The most server processes alive at once from `from` on, by `live`'s changes (in time
+/// order): the count in force at `from` (the last change before it), and every later one.
+fn max_since(live: &[(Instant, usize)], from: Instant) -> usize {
+    let since = live.partition_point(|(t, _)| *t <= from).saturating_sub(1);
+    live[since..].iter().map(|&(_, n)| n).max().unwrap_or(0)
+}
+
 fn scan(pgid: u32, binary: &Path, seen: &Mutex<Seen>) {
     let now = Instant::now();
     let reaped = reap_group(pgid);
+    // All processes, not only the group's (`group_members`): a server's zombie child counts
+    // wherever it is.
     let all = processes();
-    let members: Vec<ProcStat> = all.iter().filter(|p| p.pgrp == pgid).cloned().collect();
+    let members: Vec<Stat> = all.iter().filter(|p| p.pgrp == pgid).cloned().collect();
+    // A server only once it has exec'd: gracenet's child shares its parent's memory from
+    // `clone` to `execve` (CLONE_VM | CLONE_VFORK), so until then its /proc/PID/exe names the
+    // parent's binary, whatever binary it is about to run. The stat (read above) comes before
+    // the exe, so the exe read is of the image the exec put in place.
     let servers: Vec<u32> = members
         .iter()
-        .filter(|p| !p.is_zombie() && exe(p.pid).is_some_and(|e| e == binary))
+        .filter(|p| !p.is_zombie() && p.has_execed() && exe(p.pid).is_some_and(|e| e == binary))
         .map(|p| p.pid)
         .collect();
     // Zombies whose parent is a live server: the server should reap its own children.
@@ -220,9 +219,7 @@ fn scan(pgid: u32, binary: &Path, seen: &Mutex<Seen>) {
         .map(|p| p.pid)
         .collect();
     let mut s = seen.lock().unwrap_or_else(PoisonError::into_inner);
-    for (pid, status) in reaped {
-        s.exits.push((pid, status, now));
-    }
+    s.exits.extend(reaped);
     for &pid in &servers {
         s.servers.entry(pid).or_insert(now);
     }
@@ -237,4 +234,31 @@ fn scan(pgid: u32, binary: &Path, seen: &Mutex<Seen>) {
         }
     }
     s.members = members;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_alive_since_counts_what_was_in_force_then() {
+        let t = Instant::now();
+        let at = |ms| t + Duration::from_millis(ms);
+        let live = [
+            (at(0), 1),
+            (at(10), 2),
+            (at(20), 1),
+            (at(30), 3),
+            (at(40), 1),
+        ];
+        assert_eq!(max_since(&live, at(25)), 3);
+        assert_eq!(max_since(&live, at(35)), 3, "3 were alive at 35 ms");
+        assert_eq!(max_since(&live, at(45)), 1);
+        assert_eq!(
+            max_since(&live[2..], at(0)),
+            3,
+            "none before the first change"
+        );
+        assert_eq!(max_since(&[], t), 0);
+    }
 }

@@ -1,12 +1,17 @@
 //! A minimal blocking HTTP/1.1 client for the in-tree clients: one request at a time on a
-//! `TcpStream`, with every failure sorted the way the report counts it. Deliberately small: the
-//! load itself comes from oha; these clients need to see exactly what happens on one
-//! connection (which pid answered, whether a reused connection was closed or reset).
+//! `TcpStream`, with every failure sorted the way the report counts it (the kit's clients are
+//! async and do not sort them). Deliberately small: the load itself comes from oha; these
+//! clients need to see exactly what happens on one connection (which pid answered, whether a
+//! reused connection was closed or reset). The response is parsed by the kit's
+//! [`parse_response`].
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+pub(crate) use testkit::http::Response;
+use testkit::http::{parse_response, pid_in_body};
 
 /// How a request failed, as the report counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,22 +76,9 @@ impl HttpError {
     }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    /// The server said `Connection: close`.
-    pub(crate) close: bool,
-    pub(crate) body: String,
-}
-
-impl Response {
-    /// The pid a gracedemo body names (`/pid`: the number; `/` and `/sleep`: "... pid N").
-    pub(crate) fn pid(&self) -> Option<u32> {
-        let body = self.body.trim().trim_end_matches('.');
-        body.parse()
-            .ok()
-            .or_else(|| body.rsplit(' ').next()?.parse().ok())
-    }
+/// The pid a gracedemo body names (`/pid`: the number; `/` and `/sleep`: "... pid N").
+pub(crate) fn pid(response: &Response) -> Option<u32> {
+    pid_in_body(&response.text())
 }
 
 pub(crate) fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, HttpError> {
@@ -140,58 +132,23 @@ pub(crate) fn peer_closed(stream: &TcpStream) -> Result<bool, HttpError> {
     }
 }
 
+/// Reads one response (framed by `Content-Length` or chunks) before `deadline`; what the kit's
+/// parser cannot read is `Partial`, as is a response cut short.
 fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, HttpError> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            break end + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(HttpError::new(Fail::Partial, "response head over 64 KiB"));
+    loop {
+        match parse_response(&buf) {
+            Ok(Some((response, _))) => return Ok(response),
+            Ok(None) if buf.len() > 1 << 20 => {
+                return Err(HttpError::new(Fail::Partial, "a response over 1 MiB"));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HttpError::new(Fail::Partial, e.to_string())),
         }
         let n = read_some(stream, &mut chunk, deadline, buf.is_empty())?;
         buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| HttpError::new(Fail::Partial, format!("bad status line {status_line:?}")))?;
-    let mut length = None;
-    let mut close = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        if name == "content-length" {
-            length = value.parse::<usize>().ok();
-        } else if name == "connection" && value.eq_ignore_ascii_case("close") {
-            close = true;
-        } else if name == "transfer-encoding" {
-            return Err(HttpError::new(
-                Fail::Other,
-                "chunked responses are not expected from gracedemo",
-            ));
-        }
     }
-    let length =
-        length.ok_or_else(|| HttpError::new(Fail::Other, "response without Content-Length"))?;
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = read_some(stream, &mut chunk, deadline, false)?;
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    Ok(Response {
-        status,
-        close,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }
 
 /// Reads at least one byte before `deadline`. End of stream is `Closed` when nothing of the
@@ -223,30 +180,5 @@ fn read_some(
         )),
         Ok(n) => Ok(n),
         Err(e) => Err(HttpError::io("receive", &e)),
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_pid_from_every_body() {
-        let r = |body: &str| Response {
-            status: 200,
-            close: false,
-            body: body.into(),
-        };
-        assert_eq!(r("1234\n").pid(), Some(1234));
-        assert_eq!(r("hello from pid 77\n").pid(), Some(77));
-        assert_eq!(
-            r("started at 2024-01-01T00:00:00.000Z slept for 1s from pid 9.\n").pid(),
-            Some(9)
-        );
-        assert_eq!(r("nope").pid(), None);
     }
 }

@@ -59,17 +59,11 @@ pub(crate) fn check() -> Result<()> {
     Ok(())
 }
 
-/// Sleeps `d` in short steps, returning early with an error on Ctrl-C.
+/// Sleeps `d` (the pause a scenario makes between its steps), looking at the flag every few ms
+/// and returning early with an error on Ctrl-C.
 pub(crate) fn sleep(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        check()?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
+    testkit::wait_until(d, || interrupted().then_some(()));
+    check()
 }
 
 /// Sleeps until `at` (not at all if it has passed), returning early on Ctrl-C.

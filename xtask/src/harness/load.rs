@@ -83,12 +83,16 @@ pub(crate) struct Running {
     deadline: Instant,
 }
 
-/// Starts oha; its report goes to `out` (JSON), its messages to `log`.
-pub(crate) fn start(oha: &Path, load: &Load, out: &Path, log: &Path) -> Result<Running> {
+/// Starts oha; its report goes to `<dir>/<tag>.json`, its messages to `<dir>/<tag>.log`.
+pub(crate) fn start(oha: &Path, load: &Load, dir: &Path, tag: &str) -> Result<Running> {
+    let (out, log) = (
+        dir.join(format!("{tag}.json")),
+        dir.join(format!("{tag}.log")),
+    );
     let (conns, streams) = load.kind.conns();
     let mut cmd = Command::new(oha);
     cmd.args(["--no-tui", "--output-format", "json", "-o"])
-        .arg(out)
+        .arg(&out)
         .args(["-n", &load.requests.to_string()])
         .args(["-c", &conns.to_string()])
         // A request that takes this long is lost, not slow: gracedemo answers in microseconds.
@@ -110,7 +114,7 @@ pub(crate) fn start(oha: &Path, load: &Load, out: &Path, log: &Path) -> Result<R
     }
     cmd.arg(&load.url);
     let log_file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -123,8 +127,8 @@ pub(crate) fn start(oha: &Path, load: &Load, out: &Path, log: &Path) -> Result<R
     });
     Ok(Running {
         child,
-        out: out.to_owned(),
-        log: log.to_owned(),
+        out,
+        log,
         load: load.clone(),
         deadline: Instant::now() + planned * 3 + Duration::from_secs(30),
     })
@@ -268,9 +272,7 @@ pub(crate) fn capacity(
             requests,
             ca: ca.map(Path::to_path_buf),
         };
-        let out = work.join("capacity.json");
-        let log = work.join("capacity.log");
-        let result = start(oha, &load, &out, &log)?.finish()?;
+        let result = start(oha, &load, work, "capacity")?.finish()?;
         if result.outcomes.ok != requests {
             bail!(
                 "measuring the capacity for {}: {} of {requests} requests failed ({})",

@@ -56,6 +56,19 @@ fn date_of(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+impl Machine {
+    /// A machine for tests of what a report says.
+    pub(crate) fn fake() -> Machine {
+        let (cpu, kernel) = ("test cpu".into(), "test kernel".into());
+        Machine {
+            nproc: 2,
+            cpu,
+            kernel,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

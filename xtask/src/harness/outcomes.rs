@@ -57,15 +57,9 @@ impl Outcomes {
     }
 
     pub(crate) fn add(&mut self, o: &Outcomes) {
-        self.ok += o.ok;
-        self.non2xx += o.non2xx;
-        self.refused += o.refused;
-        self.reset += o.reset;
-        self.timeout += o.timeout;
-        self.tls += o.tls;
-        self.closed += o.closed;
-        self.goaway += o.goaway;
-        self.other += o.other;
+        for (name, n) in Self::NAMES.into_iter().zip(o.values()) {
+            *self.bucket(name) += n;
+        }
     }
 
     pub(crate) fn total(&self) -> u64 {

@@ -1,10 +1,10 @@
-//! What a run against gracedemo needs before its first server.
+//! What a run against gracedemo needs before its first server, and where its files go.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{cargo, interrupt, oha, process, workdir};
+use super::{cargo, interrupt, oha};
 
 /// gracedemo built, a working directory, oha.
 #[derive(Debug)]
@@ -20,9 +20,10 @@ pub(crate) struct Prepared {
 /// when missing.
 pub(crate) fn prepare(work: &str) -> Result<Prepared> {
     interrupt::install()?;
-    process::become_subreaper()?;
+    // Every generation after the first is the child of a process that exits: ours to reap.
+    testkit::process::become_subreaper().context("prctl(PR_SET_CHILD_SUBREAPER)")?;
     let gracedemo = cargo::build_release("gracedemo")?;
-    let dir = workdir::beside_build(&gracedemo, work)?;
+    let dir = beside_build(&gracedemo, work)?;
     let oha = oha::ensure()?;
     interrupt::check()?;
     Ok(Prepared {
@@ -30,4 +31,16 @@ pub(crate) fn prepare(work: &str) -> Result<Prepared> {
         dir,
         oha,
     })
+}
+
+/// `<target>/<name>`, beside the profile directory that `binary` was built into, created if
+/// missing. It outlasts the run, so that the logs can be read after a failure.
+fn beside_build(binary: &Path, name: &str) -> Result<PathBuf> {
+    let dir = binary
+        .parent()
+        .and_then(Path::parent)
+        .with_context(|| format!("{} has no target directory", binary.display()))?
+        .join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }

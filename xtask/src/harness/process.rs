@@ -1,19 +1,12 @@
-//! Signals to processes, the harness as their subreaper, and reaping a process group: the
-//! system calls the harness makes about processes, all through nix.
+//! Signals to processes and reaping a process group: the system calls the harness makes about
+//! processes, all through nix (becoming their subreaper is the test kit's).
 
 use std::fmt;
 
-use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-
-/// Makes this process the reaper of its orphaned descendants: every server generation after
-/// the first is the child of a process that exits, and so becomes ours to wait for.
-pub(crate) fn become_subreaper() -> Result<()> {
-    nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")
-}
 
 fn pid(pid: u32) -> Result<Pid, Errno> {
     i32::try_from(pid)

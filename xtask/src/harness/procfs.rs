@@ -1,63 +1,9 @@
-//! What /proc says about a process: state, parent and group, open descriptors (connections
-//! told apart from the rest), resident memory, executable.
+//! What /proc says about a process beyond what the test kit reads (`testkit::procfs`: state,
+//! parent, group, descriptor count): resident memory, the executable, and open descriptors with
+//! TCP connections told apart from the rest.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-
-/// One line of /proc/PID/stat, the fields we use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    pub(crate) pid: u32,
-    pub(crate) comm: String,
-    /// R, S, D, Z, ...
-    pub(crate) state: char,
-    pub(crate) ppid: u32,
-    pub(crate) pgrp: u32,
-}
-
-impl ProcStat {
-    pub(crate) fn is_zombie(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
-
-/// Parses /proc/PID/stat; the command name may hold spaces and parentheses, so the fields
-/// after it are found from the last `)`.
-pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    let mut rest = text.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    Some(ProcStat {
-        pid,
-        comm,
-        state,
-        ppid,
-        pgrp,
-    })
-}
-
-pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Every process visible in /proc.
-pub(crate) fn processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(stat)
-        .collect()
-}
-
-pub(crate) fn fd_count(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
 
 /// Resident memory (VmRSS) in KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
@@ -71,6 +17,7 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The executable `pid` runs (its parent's, until it has exec'd: see `Stat::has_execed`).
 pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
@@ -153,22 +100,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_with_odd_command_names() {
-        let s = parse_stat("42 (a (b) c) S 7 42 42 0 -1 4194560 0 0").unwrap();
-        assert_eq!(
-            (s.pid, s.comm.as_str(), s.state, s.ppid, s.pgrp),
-            (42, "a (b) c", 'S', 7, 42)
-        );
-        assert!(parse_stat("garbage").is_none());
-        assert!(parse_stat("1 (x) Z 0 1").unwrap().is_zombie());
-    }
-
-    #[test]
     fn reads_our_own_process() {
         let me = std::process::id();
-        assert!(stat(me).is_some_and(|s| !s.is_zombie()));
-        assert!(fd_count(me).unwrap() >= 3);
         assert!(rss_kib(me).unwrap() > 0);
+        assert!(exe(me).is_some_and(|e| e.is_absolute()));
         let fds = fds(me).unwrap();
         assert!(fds.base() <= fds.total);
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use serde::{Serialize, Serializer};
+use testkit::fs::read_pid;
+use testkit::wait_until;
 
 use super::demo::Demo;
 use super::exit_watch::ExitWatch;
@@ -102,7 +104,7 @@ impl Demo {
     /// after the new pid answers is not delayed).
     pub(crate) fn restart(&mut self, signals: u32, window: Duration) -> Result<()> {
         self.settle();
-        let old = self.current();
+        let old = self.current;
         let mut rec = RestartRecord {
             old_pid: old,
             signals,
@@ -146,7 +148,7 @@ impl Demo {
         if let Some((pid, at)) = answer {
             rec.new_pid = Some(pid);
             rec.to_new = Some(at - t0);
-            self.set_current(pid);
+            self.current = pid;
             // Both generations are usually alive now: let the count see them.
             self.group.rescan();
         } else {
@@ -160,7 +162,7 @@ impl Demo {
         let end = t0 + window;
         while Instant::now() < end && !watch.is_finished() {
             interrupt::check()?;
-            let (_, slow) = self.probe_once()?;
+            let (_, slow) = self.probe_once();
             probe_max = probe_max.max(slow);
             std::thread::sleep(PROBE_SLOW);
         }
@@ -201,7 +203,7 @@ impl Demo {
     /// Measures the serving generation now (descriptors, memory) for its restart's record, so
     /// that the restart itself follows without delay.
     pub(crate) fn snapshot(&mut self) {
-        self.snap = Some(Snapshot::of(self.current()));
+        self.snap = Some(Snapshot::of(self.current));
     }
 
     /// Probes (a new connection each, `GET /pid` on the second HTTP port) until a pid for
@@ -217,7 +219,7 @@ impl Demo {
         let end = t0 + limit;
         while Instant::now() < end {
             interrupt::check()?;
-            let (pid, took) = self.probe_once()?;
+            let (pid, took) = self.probe_once();
             slowest = slowest.max(took);
             if let Some(pid) = pid.filter(|&p| wanted(p)) {
                 return Ok((Some((pid, Instant::now())), slowest));
@@ -229,47 +231,47 @@ impl Demo {
 
     /// One probe: the pid that answered (or `None` on a failure, which is counted), and how
     /// long it took.
-    pub(super) fn probe_once(&mut self) -> Result<(Option<u32>, Duration)> {
+    pub(super) fn probe_once(&mut self) -> (Option<u32>, Duration) {
         let started = Instant::now();
-        let res = http::get(self.http_addr(1), "/pid", PROBE_TIMEOUT);
+        let res = http::get(self.ports.http[1], "/pid", PROBE_TIMEOUT);
         let took = started.elapsed();
-        match res {
-            Ok(r) if r.status == 200 && r.pid().is_some() => {
+        let pid = match res {
+            Ok(r) if r.status == 200 && http::pid(&r).is_some() => {
                 self.probes.ok += 1;
-                Ok((r.pid(), took))
+                http::pid(&r)
             }
             Ok(r) => {
                 self.probes.non2xx += 1;
                 self.failures.push(format!(
                     "probe: GET /pid answered {} {:?}",
-                    r.status, r.body
+                    r.status,
+                    r.text()
                 ));
-                Ok((None, took))
+                None
             }
             Err(e) => {
                 *self.probes.bucket(e.fail.name()) += 1;
                 if self.failures.len() < 50 {
                     self.failures.push(format!("probe: GET /pid failed: {e}"));
                 }
-                Ok((None, took))
+                None
             }
-        }
+        };
+        (pid, took)
     }
 
+    /// Checks (for at most half a second, while the new generation writes it) that the pid
+    /// file names `pid`.
     fn check_pid_file(&mut self, pid: u32) {
-        let mut last = String::new();
-        for _ in 0..50 {
-            last = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
-            if last.trim() == pid.to_string() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let named = || (read_pid(&self.pid_file) == Some(pid)).then_some(());
+        if wait_until(Duration::from_millis(500), named).is_none() {
+            let last = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+            self.failures.push(format!(
+                "the pid file {} says {:?}, not the new pid {pid}",
+                self.pid_file.display(),
+                last.trim()
+            ));
         }
-        self.failures.push(format!(
-            "the pid file {} says {:?}, not the new pid {pid}",
-            self.pid_file.display(),
-            last.trim()
-        ));
     }
 
     /// Records the exits of old generations that have happened (or, with `wait`, waits for

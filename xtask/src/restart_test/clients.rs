@@ -1,17 +1,8 @@
-//! In-tree clients, for what a load generator cannot express:
-//!
-//! - slow requests that span restarts, each checked against the pid that accepted its
-//!   connection (oha does not read response bodies);
-//! - keep-alive connections left idle across a restart and then reused, telling a clean close
-//!   from a reset (oha's pool hides both behind retries or one error string);
-//! - the restart probe in the harness's `restart.rs` (a new connection every few ms, to time when the new pid
-//!   answers and how slow a request gets inside the restart window, which oha cannot report
-//!   per window);
-//! - the HTTP/2 load client in `h2load/`, beside each of oha's HTTP/2 loads: it checks the
-//!   connection before each request and retries a request caught by a draining server's
-//!   GOAWAY only when RFC 9113 says the server did not process it, so that every other failure
-//!   counts as lost (oha cannot express that retry: it fails all such requests alike, so it
-//!   cannot tell a refused request from a lost one).
+//! In-tree HTTP/1.1 clients, for what a load generator cannot express: slow requests that span
+//! restarts, each checked against the pid that accepted its connection (oha does not read
+//! bodies); keep-alive connections left idle across a restart and then reused, telling a clean
+//! close from a reset (oha's pool hides both behind retries or one error string). The restart
+//! probe is the harness's `restart.rs`; the HTTP/2 client is `h2load/`.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -44,7 +35,7 @@ impl Tally {
         match res {
             Ok(r) if r.status == 200 => Some(r),
             Ok(r) => {
-                self.fail("non2xx", format!("GET {path}: {} {:?}", r.status, r.body));
+                self.fail("non2xx", format!("GET {path}: {} {:?}", r.status, r.text()));
                 None
             }
             Err(e) => {
@@ -72,8 +63,6 @@ pub(crate) struct Slow {
 pub(crate) struct SlowStats {
     pub(crate) tally: Tally,
     pub(crate) completed: Vec<Slow>,
-    /// Connections refused after the server was told to stop (expected then).
-    pub(crate) refused_after_stop: u64,
     /// `/pid` answers with `Connection: close` (the server was draining), retried.
     pub(crate) retried: u64,
 }
@@ -82,7 +71,6 @@ impl SlowStats {
     fn merge(&mut self, o: SlowStats) {
         self.tally.merge(o.tally);
         self.completed.extend(o.completed);
-        self.refused_after_stop += o.refused_after_stop;
         self.retried += o.retried;
     }
 
@@ -159,10 +147,8 @@ fn slow_client(
         let stopping_before = stopping.load(Ordering::SeqCst);
         let mut conn = match http::connect(addr, Duration::from_secs(5)) {
             Ok(c) => c,
-            Err(e) if e.fail == Fail::Refused && stopping.load(Ordering::SeqCst) => {
-                stats.refused_after_stop += 1;
-                break;
-            }
+            // Expected once the server was told to stop: this client is done.
+            Err(e) if e.fail == Fail::Refused && stopping.load(Ordering::SeqCst) => break,
             Err(e) => {
                 tally.fail(e.fail.name(), format!("connect: {e}"));
                 continue;
@@ -172,12 +158,12 @@ fn slow_client(
         let Some(r) = tally.answer("/pid", res) else {
             continue;
         };
-        let Some(accepted_by) = r.pid() else {
-            tally.fail("non2xx", format!("GET /pid: {} {:?}", r.status, r.body));
+        let Some(accepted_by) = http::pid(&r) else {
+            tally.fail("non2xx", format!("GET /pid: {} {:?}", r.status, r.text()));
             continue;
         };
         tally.outcomes.ok += 1;
-        if r.close {
+        if r.closes() {
             // Accepted by a draining process: it may not take another request.
             stats.retried += 1;
             continue;
@@ -201,14 +187,14 @@ fn slow_client(
             },
         };
         let done = Instant::now();
-        let pid = r.pid().unwrap_or(0);
+        let pid = http::pid(&r).unwrap_or(0);
         if pid != accepted_by {
             tally.fail(
                 "other",
                 format!(
                     "GET {path} on a connection accepted by pid {accepted_by} was answered by \
                      pid {pid}: {:?}",
-                    r.body.trim()
+                    r.text().trim()
                 ),
             );
         } else if done - sent < Duration::from_millis(millis) {
@@ -253,7 +239,7 @@ pub(crate) fn open_idle(addr: SocketAddr, n: usize, stats: &mut IdleStats) -> Ve
         };
         if let (Some(c), Some(r)) = (conn, stats.tally.answer("/pid (opening)", res)) {
             stats.tally.outcomes.ok += 1;
-            if !r.close {
+            if !r.closes() {
                 conns.push(c);
             }
         }

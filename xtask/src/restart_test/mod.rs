@@ -1,6 +1,5 @@
-//! `cargo xtask restart-test`: restart scenarios against `gracedemo` under real load; fails on
-//! any lost request, more than two generations alive at once, descriptor or memory growth
-//! across restarts, or a zombie.
+//! `cargo xtask restart-test`: restart scenarios against `gracedemo` under real load (what
+//! each checks: [`Scenario`]; what all check: [`verdict::judge`]).
 //!
 //! The harness builds gracedemo in release, makes a throwaway CA for TLS, installs oha when
 //! missing, becomes a subreaper (so every generation, orphaned by its parent's exit, is ours to
@@ -18,16 +17,19 @@ mod verdict;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::value_parser;
+use rustls::ClientConfig;
+use testkit::certs::Ca;
 
 use crate::cli::count;
 use crate::harness::demo::{Demo, Files};
 use crate::harness::load::{self, Kind};
 use crate::harness::machine::{Machine, today_utc, unix_now};
-use crate::harness::{certs, interrupt, oha};
+use crate::harness::{interrupt, oha};
 use report::ScenarioResult;
 use scenarios::Scenario;
 
@@ -63,32 +65,22 @@ pub(crate) struct Args {
     list: bool,
 }
 
-/// `--interval`: a duration from 200ms to 10m.
+/// `--interval`: a duration from 200ms to 10m, in humantime's units (`500ms`, `1.5s`, `1m`).
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+    humantime::parse_duration(s)
+        .ok()
         .filter(|d| (Duration::from_millis(200)..=Duration::from_secs(600)).contains(d))
         .ok_or_else(|| "expected 200ms to 10m, like 1500ms".to_owned())
-}
-
-/// `500ms`, `2s`, `1.5s`, `1m`.
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// What every scenario shares.
 #[derive(Debug)]
 pub(crate) struct Env {
     pub(crate) files: Files,
+    /// The throwaway CA's certificate, for oha (`--cacert`).
     pub(crate) ca: PathBuf,
+    /// What the in-tree HTTP/2 client trusts (that CA alone) and offers (h2).
+    pub(crate) h2_tls: Arc<ClientConfig>,
     pub(crate) oha: PathBuf,
     pub(crate) opts: Args,
     /// Requests per second an unthrottled burst reached, per kind of load.
@@ -157,13 +149,13 @@ impl Env {
 impl Args {
     /// The scenarios named, each once; all of them for none.
     fn selected(&self) -> Vec<Scenario> {
-        crate::cli::each_once(&self.scenarios, &Scenario::ALL)
+        crate::cli::each_once(&self.scenarios, Scenario::all())
     }
 }
 
 pub(crate) fn run(opts: Args) -> Result<()> {
     if opts.list {
-        for s in Scenario::ALL {
+        for s in Scenario::all() {
             println!("{:<18} {}", s.name(), s.verdict());
         }
         return Ok(());
@@ -172,14 +164,15 @@ pub(crate) fn run(opts: Args) -> Result<()> {
     crate::test::install_missing()?;
     let started = Instant::now();
     let prepared = crate::harness::prepare("restart-test")?;
-    let certs = certs::generate(&prepared.dir.join("tls"))?;
+    let (ca, leaf, h2_tls) = tls(&prepared.dir.join("tls"))?;
     let env = Env {
         files: Files {
             binary: prepared.gracedemo,
-            tls: Some((certs.cert, certs.key)),
+            tls: Some(leaf),
             dir: prepared.dir,
         },
-        ca: certs.ca,
+        ca,
+        h2_tls,
         oha: prepared.oha,
         opts,
         capacity: RefCell::new(BTreeMap::new()),
@@ -214,13 +207,31 @@ pub(crate) fn run(opts: Args) -> Result<()> {
     Ok(())
 }
 
+/// Mints a throwaway CA and a leaf for 127.0.0.1 and `localhost` signed by it, and writes
+/// them into `dir`. Returns the CA's file (for oha's `--cacert`), the leaf's certificate and
+/// key files (for `gracedemo --cert --key`), and the in-tree HTTP/2 client's TLS configuration
+/// (trusting that CA alone, offering h2).
+fn tls(dir: &Path) -> Result<(PathBuf, (PathBuf, PathBuf), Arc<ClientConfig>)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = Ca::new()?;
+    let (ca_pem, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    ca.leaf()?.write(&cert, &key)?;
+    std::fs::write(&ca_pem, &ca.pem).with_context(|| format!("writing {}", ca_pem.display()))?;
+    let client = testkit::tls::client_config(&ca.der, &[b"h2"]).context("the client's TLS")?;
+    Ok((ca_pem, (cert, key), client))
+}
+
 /// One scenario; a scenario that could not run fails (an error only on Ctrl-C).
 fn run_one(env: &Env, s: Scenario) -> Result<ScenarioResult> {
     eprintln!("xtask: scenario {} ...", s.name());
     let t = Instant::now();
     let mut result = scenarios::run(env, s).or_else(|e| {
         interrupt::check()?;
-        let mut r = ScenarioResult::new(s.name());
+        let mut r = ScenarioResult::new(&s.name());
         r.fail(format!("could not run: {e:#}"));
         anyhow::Ok(r)
     })?;
@@ -241,7 +252,7 @@ fn run_one(env: &Env, s: Scenario) -> Result<ScenarioResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{first_error_line, parse};
+    use crate::cli::{assert_rejected, parse};
 
     #[test]
     fn parses_flags_and_scenarios() {
@@ -252,34 +263,32 @@ mod tests {
         assert_eq!(o.restarts, Some(5));
         assert_eq!(o.interval, Some(Duration::from_secs(2)));
         assert_eq!(o.rate, Some(100));
-        assert_eq!(parse::<Args>("").unwrap().selected(), Scenario::ALL);
+        assert_eq!(parse::<Args>("").unwrap().selected(), Scenario::all());
     }
 
     #[test]
     fn bad_flags_are_errors_whose_first_line_names_the_flag() {
-        for (line, flag) in [
-            ("--restarts", "--restarts"),
-            ("--restarts x", "--restarts"),
-            ("--restarts 0", "--restarts"),
-            ("--interval 5", "--interval"),
-            ("--interval 1h", "--interval"),
-            ("--rate -1", "--rate"),
-            ("--json=", "--json"),
-            ("--bogus", "--bogus"),
-            ("nosuch", "nosuch"),
-        ] {
-            let e = first_error_line::<Args>(line);
-            assert!(e.contains(flag), "{line}: {e}");
-        }
+        assert_rejected::<Args>(&[
+            "--restarts",
+            "--restarts x",
+            "--restarts 0",
+            "--interval 5",
+            "--interval 1h",
+            "--rate -1",
+            "--json=",
+            "--bogus",
+            "nosuch",
+        ]);
     }
 
     #[test]
     fn parses_durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("2"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("-1s"), None);
+        let parse = |s| parse_interval(s).ok();
+        assert_eq!(parse("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("2"), None);
+        assert_eq!(parse("s"), None);
+        assert_eq!(parse("-1s"), None);
     }
 }

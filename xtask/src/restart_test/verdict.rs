@@ -58,12 +58,12 @@ pub(crate) fn judge(demo: &mut Demo, result: &mut ScenarioResult) {
         result.fail(why);
     }
     let killed = demo.group.killed_by_harness();
-    for (pid, status, _) in demo.group.exits() {
+    for (pid, status) in demo.group.exits() {
         if !exited_cleanly(status, killed) {
             result.fail(format!("server process {pid} exited with {status}"));
         }
     }
-    result.log = Some(demo.log_path().to_string_lossy().into_owned());
+    result.log = Some(demo.log.to_string_lossy().into_owned());
     let log = demo.log_text();
     let panics: Vec<&str> = log
         .lines()

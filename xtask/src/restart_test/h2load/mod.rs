@@ -25,4 +25,4 @@ mod run;
 #[cfg(test)]
 mod script;
 
-pub(crate) use run::{CONNS, H2Load, H2Stats, Plan, RATE, STREAMS, tls_config};
+pub(crate) use run::{CONNS, H2Load, H2Stats, Plan, RATE, STREAMS};

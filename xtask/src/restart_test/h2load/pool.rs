@@ -2,8 +2,6 @@
 //! connections, each shared by a few requests in flight, checked before each use and replaced
 //! once closing), and one request with the retries the protocol allows.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,12 +10,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use testkit::http::Target;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsConnector;
 
 use super::retry::{Verdict, chain, classify, io_bucket};
 
@@ -66,67 +61,52 @@ impl Retries {
     }
 }
 
-/// Where to connect and how.
+/// Where to connect and how: h2c with prior knowledge, or TLS with h2 through ALPN.
 #[derive(Debug)]
 pub(super) struct Connector {
-    addr: SocketAddr,
-    tls: Option<Arc<ClientConfig>>,
+    target: Target,
     uri: Uri,
 }
 
 impl Connector {
-    /// `tls`: TLS with this configuration (h2 through ALPN), else h2c with prior knowledge.
-    pub(super) fn new(addr: SocketAddr, tls: Option<Arc<ClientConfig>>) -> Result<Connector> {
-        let scheme = if tls.is_some() { "https" } else { "http" };
+    pub(super) fn new(target: Target) -> Result<Connector> {
         let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(addr.to_string())
+            .scheme(target.scheme())
+            .authority(target.addr.to_string())
             .path_and_query("/")
             .build()
-            .with_context(|| format!("a URI for {addr}"))?;
-        Ok(Connector { addr, tls, uri })
+            .with_context(|| format!("a URI for {}", target.addr))?;
+        Ok(Connector { target, uri })
     }
 
     /// A new HTTP/2 connection; its task goes into `tasks`. A failure loses the request it was
     /// opened for: a restart must never refuse a connection.
     async fn connect(&self, tasks: &mut JoinSet<Option<String>>) -> Result<Sender, Lost> {
+        let tls = self.target.scheme() == "https";
         let connecting = async {
-            let io =
-                |what: &str, e: std::io::Error| Lost::new(io_bucket(&e), format!("{what}: {e}"));
-            let tcp = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| io("connecting", e))?;
-            tcp.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
-            let Some(tls) = &self.tls else {
-                return handshake(TokioIo::new(tcp), tasks).await;
-            };
-            let stream = TlsConnector::from(Arc::clone(tls))
-                .connect(ServerName::IpAddress(self.addr.ip().into()), tcp)
-                .await
-                .map_err(|e| Lost::new("tls", format!("TLS handshake: {e}")))?;
-            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(Lost::new(
-                    "tls",
-                    "the server did not choose h2 through ALPN",
-                ));
+            let (io, shown) = self.target.connect().await.map_err(|e| {
+                let io = e.downcast_ref::<std::io::Error>();
+                // rustls's errors reach tokio-rustls's caller as InvalidData.
+                let bucket = match io.map(std::io::Error::kind) {
+                    Some(std::io::ErrorKind::InvalidData) if tls => "tls",
+                    _ => io.map_or("other", io_bucket),
+                };
+                Lost::new(bucket, format!("connecting: {e}"))
+            })?;
+            if tls && shown.alpn.as_deref() != Some(b"h2") {
+                let why = "the server did not choose h2 through ALPN";
+                return Err(Lost::new("tls", why));
             }
-            handshake(TokioIo::new(stream), tasks).await
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .map_err(|e| Lost::new("other", format!("HTTP/2 handshake: {}", chain(&e))))?;
+            tasks.spawn(async move { conn.await.err().map(|e| chain(&e)) });
+            Ok(sender)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .unwrap_or_else(|_| Err(Lost::new("timeout", "connecting: timed out")))
     }
-}
-
-async fn handshake<T>(io: T, tasks: &mut JoinSet<Option<String>>) -> Result<Sender, Lost>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-        .await
-        .map_err(|e| Lost::new("other", format!("HTTP/2 handshake: {}", chain(&e))))?;
-    tasks.spawn(async move { conn.await.err().map(|e| chain(&e)) });
-    Ok(sender)
 }
 
 /// One pooled connection, shared by a few workers.
@@ -286,9 +266,14 @@ async fn answer(res: Response<Incoming>) -> Result<(), Lost> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use h2::Reason;
+    use testkit::certs::Ca;
+    use testkit::tls::{client_config, server_config};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
 
     use super::super::script::{self, goaway, reset};
     use super::*;
@@ -322,8 +307,8 @@ mod tests {
     /// One request against [`server`]: its outcome, its retries, connections opened.
     async fn one_request(first: Vec<u8>) -> (Result<(), Lost>, Retries, u64) {
         let (addr, task) = server(first).await;
-        let (connector, slot) = (Connector::new(addr, None).unwrap(), Slot::default());
-        let mut retries = Retries::default();
+        let connector = Connector::new(Target::plain(addr)).unwrap();
+        let (slot, mut retries) = (Slot::default(), Retries::default());
         let outcome = tokio::time::timeout(
             Duration::from_secs(5),
             request(&slot, &connector, &mut retries),
@@ -354,16 +339,37 @@ mod tests {
         assert_eq!((retries.total(), conns), (0, 1));
     }
 
-    #[tokio::test]
-    async fn a_refused_connection_loses_the_request() {
-        let addr = {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listener.local_addr().unwrap()
-        };
-        let (connector, slot) = (Connector::new(addr, None).unwrap(), Slot::default());
-        let mut retries = Retries::default();
+    /// How a request whose connection to `target` could not be made was lost.
+    async fn unconnected(target: Target) -> Lost {
+        let connector = Connector::new(target).unwrap();
+        let (slot, mut retries) = (Slot::default(), Retries::default());
         let outcome = request(&slot, &connector, &mut retries).await;
-        assert_eq!(outcome.map_err(|l| l.bucket).unwrap_err(), "refused");
         assert_eq!(retries.total(), 0);
+        outcome.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_connection_refused_or_without_h2_over_tls_loses_the_request() {
+        let refused = unconnected(Target::plain(testkit::free_addr())).await;
+        assert_eq!(refused.bucket, "refused");
+        let (ca, other) = (Ca::new().unwrap(), Ca::new().unwrap());
+        // A certificate the client does not trust; then a server that chooses HTTP/1.1.
+        for (trusted, alpn, why) in [
+            (&other, &b"h2"[..], "connecting"),
+            (&ca, b"http/1.1", "ALPN"),
+        ] {
+            let server = TlsAcceptor::from(server_config(&ca.leaf().unwrap(), &[alpn]).unwrap());
+            let listener = TcpListener::bind(testkit::LOCAL).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                server.accept(tcp).await.map(drop)
+            });
+            let client = client_config(&trusted.der, &[b"h2", b"http/1.1"]).unwrap();
+            let lost = unconnected(Target::tls(addr, client)).await;
+            assert_eq!(lost.bucket, "tls", "{lost:?}");
+            assert!(lost.why.contains(why), "{lost:?}");
+            let _ = accepted.await;
+        }
     }
 }

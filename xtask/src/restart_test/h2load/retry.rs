@@ -113,35 +113,45 @@ mod tests {
     use hyper::body::Bytes;
     use hyper::client::conn::http2;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
 
     use super::super::script::{self, frame, goaway, reset};
     use super::*;
 
-    fn get() -> Request<Empty<Bytes>> {
-        Request::get("http://127.0.0.1/")
+    type Sender = http2::SendRequest<Empty<Bytes>>;
+    type Conn = tokio::task::JoinHandle<hyper::Result<()>>;
+
+    /// An HTTP/2 client on `io`, its connection task running.
+    async fn client(io: DuplexStream) -> (Sender, Conn) {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+        (sender, tokio::spawn(conn))
+    }
+
+    /// One request that fails: its verdict, and whether hyper handed it back.
+    async fn failed(sender: &mut Sender) -> (Verdict, bool) {
+        let get = Request::get("http://127.0.0.1/")
             .body(Empty::new())
-            .unwrap()
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), sender.try_send_request(get));
+        let mut e = sent.await.expect("an outcome in time").unwrap_err();
+        let handed_back = e.take_message().is_some();
+        (classify(&e.into_error(), handed_back), handed_back)
     }
 
     /// One request on a connection to a server that answers its HEADERS with `reply`, then
     /// closes the connection (`close`) or keeps it open; the verdict on the request.
     async fn verdict_after(reply: Vec<u8>, close: bool) -> Verdict {
-        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (io, mut server) = tokio::io::duplex(1 << 16);
         let script = tokio::spawn(async move {
             script::greet(&mut server).await;
             assert_eq!(script::next_request(&mut server).await, Some(1));
             server.write_all(&reply).await.unwrap();
             (!close).then_some(server)
         });
-        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
-        let sent = tokio::time::timeout(Duration::from_secs(5), sender.try_send_request(get()));
-        let mut e = sent.await.expect("an outcome in time").unwrap_err();
-        let handed_back = e.take_message().is_some();
-        let verdict = classify(&e.into_error(), handed_back);
+        let (mut sender, conn) = client(io).await;
+        let (verdict, _) = failed(&mut sender).await;
         let kept = script.await.unwrap();
         drop((sender, kept));
         let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
@@ -183,11 +193,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_on_a_closed_connection_is_handed_back_unsent() {
-        let (client, mut server) = tokio::io::duplex(1 << 16);
-        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
+        let (io, mut server) = tokio::io::duplex(1 << 16);
+        let (mut sender, conn) = client(io).await;
         server
             .write_all(&frame(script::SETTINGS, 0, 0, &[]))
             .await
@@ -196,10 +203,7 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
         assert!(ended.is_ok(), "the connection task did not end");
         assert!(sender.is_closed());
-        let mut e = sender.try_send_request(get()).await.unwrap_err();
-        let handed_back = e.take_message().is_some();
-        assert!(handed_back);
-        assert_eq!(classify(&e.into_error(), handed_back), Verdict::Unsent);
+        assert_eq!(failed(&mut sender).await, (Verdict::Unsent, true));
     }
 
     #[tokio::test]
@@ -207,7 +211,7 @@ mod tests {
         // The first GOAWAY of a graceful shutdown (last stream id 2^31-1) arrives before the
         // request: hyper either hands it back (the connection closed) or h2 fails it without
         // opening a stream. Which one depends on scheduling; neither was sent.
-        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (io, mut server) = tokio::io::duplex(1 << 16);
         server
             .write_all(&frame(script::SETTINGS, 0, 0, &[]))
             .await
@@ -216,15 +220,9 @@ mod tests {
             .write_all(&goaway(0x7fff_ffff, Reason::NO_ERROR))
             .await
             .unwrap();
-        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut sender, conn) = client(io).await;
         tokio::task::yield_now().await;
-        let sent = tokio::time::timeout(Duration::from_secs(5), sender.try_send_request(get()));
-        let mut e = sent.await.expect("an outcome in time").unwrap_err();
-        let handed_back = e.take_message().is_some();
-        let v = classify(&e.into_error(), handed_back);
+        let (v, _) = failed(&mut sender).await;
         assert!(
             matches!(v, Verdict::Unsent | Verdict::Refused { goaway: true }),
             "{v:?}"

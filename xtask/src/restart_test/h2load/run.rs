@@ -3,18 +3,14 @@
 //! `retry::classify` for why one thread), and its figures.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
 use serde::Serialize;
+use testkit::http::Target;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -37,32 +33,14 @@ const KEEP: usize = 10;
 /// What to load.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub(crate) addr: SocketAddr,
-    /// TLS with this configuration (h2 through ALPN); `None`: h2c with prior knowledge.
-    pub(crate) tls: Option<Arc<ClientConfig>>,
+    /// h2c with prior knowledge, or TLS (h2 through ALPN) with a configuration from
+    /// `testkit::tls::client_config`, which never resumes a session.
+    pub(crate) target: Target,
     pub(crate) rate: u64,
     pub(crate) requests: u64,
 }
 
-/// A client configuration trusting only the PEM certificates in `ca`, offering h2 alone, with
-/// the ring provider (as everywhere in the project).
-pub(crate) fn tls_config(ca: &Path) -> Result<Arc<ClientConfig>> {
-    let what = || format!("reading the CA {}", ca.display());
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).with_context(what)? {
-        roots.add(cert.with_context(what)?).with_context(what)?;
-    }
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS versions of the ring provider")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The figures of one run.
+/// The figures of one run (and of one worker, added up at the end).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct H2Stats {
     /// `h2c` or `tls h2`.
@@ -96,6 +74,9 @@ pub(crate) struct H2Stats {
     /// Of the answered requests, from when each was due, retries included.
     #[serde(rename = "latency_ms")]
     pub(crate) latency: Latency,
+    /// The times `latency` is made of, until the end of the run.
+    #[serde(skip)]
+    latencies: Vec<Duration>,
 }
 
 impl H2Stats {
@@ -145,17 +126,44 @@ impl H2Stats {
         )
     }
 
-    fn add(&mut self, t: Tally) {
+    /// Counts one request: its outcome (at `at` into the run) and its retries.
+    fn count(&mut self, at: Duration, outcome: Result<(), Lost>, retries: Retries) {
+        let at = at.as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                self.ok += 1;
+                if let Some(first) = retries.first {
+                    self.retried += 1;
+                    keep(
+                        &mut self.retry_examples,
+                        vec![format!("at {at:.3} s: {first}")],
+                    );
+                }
+            }
+            Err(lost) => {
+                *self.lost.entry(lost.bucket).or_default() += 1;
+                let why = format!("at {at:.3} s: {}: {}", lost.bucket, lost.why);
+                keep(&mut self.errors, vec![why]);
+            }
+        }
+        self.retried_unsent += retries.unsent;
+        self.retried_goaway += retries.goaway;
+        self.retried_refused_stream += retries.refused_stream;
+    }
+
+    /// Adds a worker's counts.
+    fn add(&mut self, t: H2Stats) {
         self.ok += t.ok;
         self.retried += t.retried;
-        self.retried_unsent += t.retries.unsent;
-        self.retried_goaway += t.retries.goaway;
-        self.retried_refused_stream += t.retries.refused_stream;
+        self.retried_unsent += t.retried_unsent;
+        self.retried_goaway += t.retried_goaway;
+        self.retried_refused_stream += t.retried_refused_stream;
         keep(&mut self.retry_examples, t.retry_examples);
         for (k, n) in t.lost {
             *self.lost.entry(k).or_default() += n;
         }
         keep(&mut self.errors, t.errors);
+        self.latencies.extend(t.latencies);
     }
 }
 
@@ -214,49 +222,9 @@ impl Drop for H2Load {
     }
 }
 
-/// One worker's counts.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: u64,
-    retried: u64,
-    retries: Retries,
-    retry_examples: Vec<String>,
-    lost: BTreeMap<&'static str, u64>,
-    errors: Vec<String>,
-    /// Answered requests, from when each was due.
-    latencies: Vec<Duration>,
-}
-
-impl Tally {
-    /// Counts one request: its outcome (at `at` into the run) and its retries.
-    fn count(&mut self, at: Duration, outcome: Result<(), Lost>, retries: Retries) {
-        let at = at.as_secs_f64();
-        match outcome {
-            Ok(()) => {
-                self.ok += 1;
-                if let Some(first) = &retries.first {
-                    self.retried += 1;
-                    if self.retry_examples.len() < KEEP {
-                        self.retry_examples.push(format!("at {at:.3} s: {first}"));
-                    }
-                }
-            }
-            Err(lost) => {
-                *self.lost.entry(lost.bucket).or_default() += 1;
-                if self.errors.len() < KEEP {
-                    self.errors
-                        .push(format!("at {at:.3} s: {}: {}", lost.bucket, lost.why));
-                }
-            }
-        }
-        self.retries.unsent += retries.unsent;
-        self.retries.goaway += retries.goaway;
-        self.retries.refused_stream += retries.refused_stream;
-    }
-}
-
 async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Result<H2Stats> {
-    let connector = Arc::new(Connector::new(plan.addr, plan.tls.clone())?);
+    let tls = plan.target.scheme() == "https";
+    let connector = Arc::new(Connector::new(plan.target)?);
     let slots: Vec<Arc<Slot>> = (0..CONNS).map(|_| Arc::new(Slot::default())).collect();
     let workers = (CONNS * STREAMS) as u64;
     let rate = plan.rate.max(1);
@@ -270,7 +238,7 @@ async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Result<H2Stats> {
         let (connector, stop) = (Arc::clone(&connector), Arc::clone(&stop));
         let requests = plan.requests;
         set.spawn(async move {
-            let mut tally = Tally::default();
+            let mut tally = H2Stats::default();
             // Request i is due at i / rate; this worker takes every `workers`-th one.
             for i in (w..requests).step_by(workers as usize) {
                 if stop.load(Ordering::SeqCst) || interrupt::interrupted() {
@@ -301,19 +269,15 @@ async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Result<H2Stats> {
         });
     }
     let mut stats = H2Stats {
-        kind: if plan.tls.is_some() { "tls h2" } else { "h2c" },
+        kind: if tls { "tls h2" } else { "h2c" },
         rate: plan.rate,
         requests: plan.requests,
         ..H2Stats::default()
     };
-    let mut latencies = Vec::new();
     let mut failed = None;
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(mut t) => {
-                latencies.append(&mut t.latencies);
-                stats.add(t);
-            }
+            Ok(t) => stats.add(t),
             Err(e) => failed = Some(e),
         }
     }
@@ -326,7 +290,7 @@ async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Result<H2Stats> {
     if let Some(e) = failed {
         return Err(anyhow!("an HTTP/2 client worker failed: {e}"));
     }
-    stats.latency = percentiles(latencies);
+    stats.latency = percentiles(std::mem::take(&mut stats.latencies));
     Ok(stats)
 }
 
@@ -353,24 +317,20 @@ mod tests {
 
     #[test]
     fn counts_every_request_once() {
-        let mut t = Tally::default();
+        let mut t = H2Stats::default();
         let retried = Retries {
             unsent: 1,
             first: Some("Unsent: operation was canceled".into()),
             ..Retries::default()
         };
         t.count(Duration::from_secs(1), Ok(()), retried);
-        t.count(Duration::ZERO, Ok(()), Retries::default());
-        t.count(
-            Duration::ZERO,
+        for outcome in [
+            Ok(()),
             Err(Lost::new("reset", "RST")),
-            Retries::default(),
-        );
-        t.count(
-            Duration::ZERO,
             Err(Lost::new("timeout", "slow")),
-            Retries::default(),
-        );
+        ] {
+            t.count(Duration::ZERO, outcome, Retries::default());
+        }
         let mut s = H2Stats {
             requests: 4,
             ..H2Stats::default()

@@ -104,15 +104,10 @@ mod tests {
 
     #[test]
     fn writes_numbers_plainly_and_every_verdict() {
-        let machine = Machine {
-            nproc: 2,
-            cpu: "cpu".into(),
-            kernel: "k".into(),
-        };
         let header = Header {
             date: "2026-01-01".into(),
             unix_time: 1,
-            machine,
+            machine: Machine::fake(),
             short: true,
             restarts: 3,
             interval_ms: 1500.0,

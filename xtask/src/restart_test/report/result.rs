@@ -15,7 +15,7 @@ use super::super::h2load::H2Stats;
 /// One scenario's results and verdict.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ScenarioResult {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) duration: Duration,
     /// oha's runs.
     pub(crate) loads: Vec<LoadResult>,
@@ -41,9 +41,9 @@ pub(crate) struct ScenarioResult {
 }
 
 impl ScenarioResult {
-    pub(crate) fn new(name: &'static str) -> ScenarioResult {
+    pub(crate) fn new(name: &str) -> ScenarioResult {
         ScenarioResult {
-            name,
+            name: name.to_owned(),
             ..ScenarioResult::default()
         }
     }

@@ -80,7 +80,7 @@ const EACH_RESTART: &str = "#|old pid|new pid|gen|signals|to new ms|old exit ms|
 fn requests_row(r: &ScenarioResult) -> Vec<String> {
     let (o, l) = (r.outcomes(), r.latency());
     let verdict = if r.passed() { "ok" } else { "FAILED" };
-    let mut row = vec![r.name.to_owned(), verdict.to_owned()];
+    let mut row = vec![r.name.clone(), verdict.to_owned()];
     let counts = [o.total(), r.lost(), r.excused, r.retried()];
     // Every outcome but `ok`, in `Outcomes`' order.
     row.extend(counts.iter().chain(&o.values()[1..]).map(u64::to_string));
@@ -97,7 +97,7 @@ fn restarts_row(r: &ScenarioResult) -> Vec<String> {
         .filter_map(|x| ms(x.to_old_exit))
         .collect();
     vec![
-        r.name.to_owned(),
+        r.name.clone(),
         r.restarts.len().to_string(),
         median_max(to_new),
         median_max(to_exit),
@@ -147,7 +147,7 @@ pub(crate) fn render(results: &[ScenarioResult]) -> String {
     let failed: Vec<&str> = results
         .iter()
         .filter(|r| !r.passed())
-        .map(|r| r.name)
+        .map(|r| r.name.as_str())
         .collect();
     if failed.is_empty() {
         let _ = writeln!(

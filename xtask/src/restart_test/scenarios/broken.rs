@@ -1,38 +1,39 @@
-//! `broken-binary`: upgrades to a binary that fails must not disturb the serving process.
+//! `broken-binary`: the path gracedemo was started from is swapped to a binary that exits at
+//! once, then to one that never reports ready; neither may disturb the serving process.
 
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-
 use nix::sys::signal::Signal;
+use testkit::fs::{fresh_dir, point_link, write_executable};
 
 use super::super::Env;
 use super::super::report::ScenarioResult;
-use super::super::verdict::judge;
 use super::{Scenario, TAIL, WARMUP, finish_loads, start_loads};
 use crate::harness::demo::{Config, Demo, Launch};
 use crate::harness::load::Kind;
-use crate::harness::{interrupt, process, workdir};
+use crate::harness::{interrupt, process};
 
-/// `broken-binary`: the path gracedemo was started from is swapped to a binary that exits at
-/// once, then to one that never reports ready; neither may disturb the serving process.
-pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
+pub(super) fn run(env: &Env) -> Result<(ScenarioResult, Demo)> {
     let s = Scenario::BrokenBinary;
-    let mut result = ScenarioResult::new(s.name());
+    let mut result = ScenarioResult::new(&s.name());
     let dir = env.work().join("broken-binary");
-    workdir::fresh(&dir)?;
+    fresh_dir(&dir).with_context(|| format!("emptying {}", dir.display()))?;
     let exits = dir.join("exits-at-once");
     let never = dir.join("never-ready");
-    write_script(
-        &exits,
-        "#!/bin/sh\n# A new version that fails at once.\nexit 3\n",
-    )?;
-    write_script(
-        &never,
-        "#!/bin/sh\n# A new version that starts but never reports ready.\nexec sleep 60\n",
-    )?;
+    for (path, text) in [
+        (
+            &exits,
+            "#!/bin/sh\n# A new version that fails at once.\nexit 3\n",
+        ),
+        (
+            &never,
+            "#!/bin/sh\n# A new version that never reports ready.\nexec sleep 60\n",
+        ),
+    ] {
+        write_executable(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     let link = dir.join("gracedemo");
     swap_link(&env.files.binary, &link)?;
     let ready_timeout = Duration::from_secs(1);
@@ -41,12 +42,12 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
         ready_timeout,
         ..Config::default()
     };
-    let mut demo = Demo::start(&env.files, s.name(), config)?;
+    let mut demo = Demo::start(&env.files, &s.name(), config)?;
     let phase = ready_timeout + Duration::from_secs(2);
     let planned = WARMUP + phase * 2 + env.interval() + TAIL;
     let loads = start_loads(env, &demo, &mut result, &[Kind::KEEPALIVE], planned)?;
     interrupt::sleep(WARMUP)?;
-    let old = demo.current();
+    let old = demo.current;
     for (n, (what, target)) in [("exits at once", &exits), ("never gets ready", &never)]
         .into_iter()
         .enumerate()
@@ -107,20 +108,11 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
     finish_loads(&mut result, loads, false, 1)?;
     demo.stop()?;
     result.note("two failed upgrades (exit 3 at once; never ready, killed at the 1 s ready timeout), then one good");
-    judge(&mut demo, &mut result);
-    Ok(result)
-}
-
-fn write_script(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", path.display()))
+    Ok((result, demo))
 }
 
 /// Points `link` at `target` atomically (a new symlink renamed over the old), as a deploy does.
 fn swap_link(target: &Path, link: &Path) -> Result<()> {
-    let tmp = link.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    symlink(target, &tmp).with_context(|| format!("symlink {}", tmp.display()))?;
-    std::fs::rename(&tmp, link).with_context(|| format!("renaming onto {}", link.display()))
+    point_link(link, target)
+        .with_context(|| format!("pointing {} at {}", link.display(), target.display()))
 }

@@ -1,4 +1,8 @@
-//! `idle-reuse`: keep-alive connections left idle across a restart, then reused.
+//! `idle-reuse`: keep-alive connections idle across a restart, reused at moments spread over
+//! the old process's drain. Its idle connections close once idle for 250 ms (and at most 1 s
+//! into the drain), so the reuses are spread over the first 400 ms after the signal: some
+//! before that close, some right at it (the race a keep-alive client has to live with), most
+//! after it.
 
 use std::time::{Duration, Instant};
 
@@ -7,21 +11,15 @@ use anyhow::Result;
 use super::super::Env;
 use super::super::clients::{self, IdleStats};
 use super::super::report::ScenarioResult;
-use super::super::verdict::judge;
 use super::Scenario;
 use crate::harness::demo::{Config, Demo};
 use crate::harness::interrupt;
 
-/// `idle-reuse`: keep-alive connections idle across a restart, reused at moments spread over
-/// the old process's drain. Its idle connections close once idle for 250 ms (and at most 1 s
-/// into the drain), so the reuses are spread over the first 400 ms after the signal: some
-/// before that close, some right at it (the race a keep-alive client has to live with), most
-/// after it.
-pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
+pub(super) fn run(env: &Env) -> Result<(ScenarioResult, Demo)> {
     let s = Scenario::IdleReuse;
-    let mut result = ScenarioResult::new(s.name());
-    let mut demo = Demo::start(&env.files, s.name(), Config::default())?;
-    let addr = demo.http_addr(0);
+    let mut result = ScenarioResult::new(&s.name());
+    let mut demo = Demo::start(&env.files, &s.name(), Config::default())?;
+    let addr = demo.ports.http[0];
     let conns_per_restart = 24;
     let spread = Duration::from_millis(400);
     let mut stats = IdleStats::default();
@@ -73,6 +71,5 @@ pub(super) fn run(env: &Env) -> Result<ScenarioResult> {
             stats.resets
         ));
     }
-    judge(&mut demo, &mut result);
-    Ok(result)
+    Ok((result, demo))
 }

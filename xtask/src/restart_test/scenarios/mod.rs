@@ -1,5 +1,5 @@
-//! The scenarios and their verdicts. Every scenario also gets the checks of
-//! [`verdict::judge`](super::verdict::judge): at most two live generations, no descriptor or
+//! The scenarios and their verdicts. Each returns its server, stopped, so that [`run`] can add
+//! the checks every scenario shares ([`judge`]): at most two live generations, no descriptor or
 //! memory growth across restarts, no zombie, every generation exiting 0, the pid file naming
 //! the new pid, every probe answered.
 
@@ -8,15 +8,17 @@ mod idle;
 mod slow;
 mod under_load;
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::builder::PossibleValue;
+use anyhow::Result;
+use clap::ValueEnum;
+use testkit::http::Target;
 
 use super::Env;
 use super::h2load::{self, H2Load, H2Stats};
 use super::report::ScenarioResult;
+use super::verdict::judge;
 use crate::harness::demo::{Config, Demo, Launch};
 use crate::harness::load::{self, Kind, Load, Proto};
 
@@ -25,106 +27,64 @@ pub(super) const WARMUP: Duration = Duration::from_millis(500);
 /// Load after the last restart's interval.
 pub(super) const TAIL: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The scenarios, by name on the command line; each one's doc comment is its verdict, which
+/// `--help` and `--list` show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Scenario {
+    /// HTTP/1.1 keep-alive load, N restarts at a fixed interval: every request succeeds
+    #[value(name = "keepalive")]
     KeepAlive,
+    /// HTTP/1.1, a new connection per request, N restarts: every request succeeds
     Close,
+    /// h2c (prior knowledge) load, N restarts: every request succeeds
     H2,
+    /// TLS load, h2 and HTTP/1.1 side by side, N restarts: every request succeeds
     Tls,
+    /// 1-5 s requests spanning restarts (and keep-alive load): each answered by the pid that
+    /// accepted its connection, none lost, at least one spanned a restart
     Slow,
+    /// keep-alive connections idle across a restart, then reused: no reset, no lost request (a
+    /// clean close before any response byte, then a successful retry, is fine)
     IdleReuse,
+    /// the binary path swapped to one that exits at once, then one never ready: the old pid
+    /// serves throughout with zero errors and no new generation; then a good binary restarts
+    /// cleanly
     BrokenBinary,
+    /// bursts of two or three SIGUSR2 under load: exactly one new generation each time,
+    /// generation number +1, every request succeeds
     DoubleSignal,
+    /// started by systemd-socket-activate (named fds), N restarts under load: sockets adopted,
+    /// every request succeeds
     SocketActivation,
+    /// load and slow requests, then SIGTERM: requests in flight complete, the process exits
+    /// within the stop timeout, nothing left running
     Sigterm,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 10] = [
-        Scenario::KeepAlive,
-        Scenario::Close,
-        Scenario::H2,
-        Scenario::Tls,
-        Scenario::Slow,
-        Scenario::IdleReuse,
-        Scenario::BrokenBinary,
-        Scenario::DoubleSignal,
-        Scenario::SocketActivation,
-        Scenario::Sigterm,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Scenario::KeepAlive => "keepalive",
-            Scenario::Close => "close",
-            Scenario::H2 => "h2",
-            Scenario::Tls => "tls",
-            Scenario::Slow => "slow",
-            Scenario::IdleReuse => "idle-reuse",
-            Scenario::BrokenBinary => "broken-binary",
-            Scenario::DoubleSignal => "double-signal",
-            Scenario::SocketActivation => "socket-activation",
-            Scenario::Sigterm => "sigterm",
-        }
+    /// Every scenario, in the order they run.
+    pub(crate) fn all() -> &'static [Scenario] {
+        Scenario::value_variants()
     }
 
-    /// What it does and when it passes (`--list`).
-    pub(crate) fn verdict(self) -> &'static str {
-        match self {
-            Scenario::KeepAlive => {
-                "HTTP/1.1 keep-alive load, N restarts at a fixed interval: every request succeeds"
-            }
-            Scenario::Close => {
-                "HTTP/1.1, a new connection per request, N restarts: every request succeeds"
-            }
-            Scenario::H2 => "h2c (prior knowledge) load, N restarts: every request succeeds",
-            Scenario::Tls => {
-                "TLS load, h2 and HTTP/1.1 side by side, N restarts: every request succeeds"
-            }
-            Scenario::Slow => {
-                "1-5 s requests spanning restarts (and keep-alive load): each answered by the pid \
-                 that accepted its connection, none lost, at least one spanned a restart"
-            }
-            Scenario::IdleReuse => {
-                "keep-alive connections idle across a restart, then reused: no reset, no lost \
-                 request (a clean close before any response byte, then a successful retry, is fine)"
-            }
-            Scenario::BrokenBinary => {
-                "the binary path swapped to one that exits at once, then one never ready: the old \
-                 pid serves throughout with zero errors and no new generation; then a good binary \
-                 restarts cleanly"
-            }
-            Scenario::DoubleSignal => {
-                "bursts of two or three SIGUSR2 under load: exactly one new generation each time, \
-                 generation number +1, every request succeeds"
-            }
-            Scenario::SocketActivation => {
-                "started by systemd-socket-activate (named fds), N restarts under load: sockets \
-                 adopted, every request succeeds"
-            }
-            Scenario::Sigterm => {
-                "load and slow requests, then SIGTERM: requests in flight complete, the process \
-                 exits within the stop timeout, nothing left running"
-            }
-        }
+    /// Its name on the command line.
+    pub(crate) fn name(self) -> String {
+        let value = self.to_possible_value();
+        value.map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+
+    /// What it does and when it passes (its doc comment).
+    pub(crate) fn verdict(self) -> String {
+        let help = self.to_possible_value().and_then(|v| v.get_help().cloned());
+        help.map(|h| h.to_string()).unwrap_or_default()
     }
 }
 
-/// Scenarios by name on the command line, each with its verdict in `--help`.
-impl clap::ValueEnum for Scenario {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Scenario::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(self.name()).help(self.verdict()))
-    }
-}
-
+/// Runs scenario `s`, then the checks every scenario shares ([`judge`]).
 pub(crate) fn run(env: &Env, s: Scenario) -> Result<ScenarioResult> {
     let ka = Kind::KEEPALIVE;
     let one = |_: usize| 1;
-    match s {
+    let (mut result, mut demo) = match s {
         Scenario::KeepAlive => under_load::run(env, s, &[ka], Config::default(), one),
         Scenario::Close => {
             under_load::run(env, s, &[kind(Proto::Close, false)], Config::default(), one)
@@ -152,7 +112,9 @@ pub(crate) fn run(env: &Env, s: Scenario) -> Result<ScenarioResult> {
         Scenario::IdleReuse => idle::run(env),
         Scenario::BrokenBinary => broken::run(env),
         Scenario::Sigterm => slow::sigterm(env),
-    }
+    }?;
+    judge(&mut demo, &mut result);
+    Ok(result)
 }
 
 fn kind(proto: Proto, tls: bool) -> Kind {
@@ -186,14 +148,13 @@ pub(super) fn start_loads(
         let (rate, capacity) = env.rate(k, demo)?;
         let rate = (rate / share).max(50);
         let requests = (rate as f64 * planned.as_secs_f64()) as u64;
-        result.note(match capacity {
-            Some(c) => format!(
-                "{}: {rate} req/s for {:.1} s ({requests} requests; an unthrottled burst did {c:.0} req/s)",
-                k.name(),
-                planned.as_secs_f64()
-            ),
-            None => format!("{}: {rate} req/s for {:.1} s ({requests} requests)", k.name(), planned.as_secs_f64()),
-        });
+        let burst = capacity.map(|c| format!("; an unthrottled burst did {c:.0} req/s"));
+        let secs = planned.as_secs_f64();
+        result.note(format!(
+            "{}: {rate} req/s for {secs:.1} s ({requests} requests{})",
+            k.name(),
+            burst.unwrap_or_default()
+        ));
         plans.push(Load {
             kind: k,
             url: demo.url(k)?,
@@ -202,17 +163,14 @@ pub(super) fn start_loads(
             ca: k.tls.then(|| env.ca.clone()),
         });
         if k.proto == Proto::H2 {
-            let port = if k.tls {
-                demo.ports
-                    .https
-                    .context("TLS load on a server without TLS")?
-            } else {
-                demo.ports.http[0]
-            };
             let rate = rate.min(h2load::RATE);
+            let addr = demo.load_addr(k)?;
             h2_plans.push(h2load::Plan {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                tls: k.tls.then(|| h2load::tls_config(&env.ca)).transpose()?,
+                target: if k.tls {
+                    Target::tls(addr, Arc::clone(&env.h2_tls))
+                } else {
+                    Target::plain(addr)
+                },
                 rate,
                 requests: (rate as f64 * planned.as_secs_f64()) as u64,
             });
@@ -220,10 +178,8 @@ pub(super) fn start_loads(
     }
     // Calibration first (above), then every load at once.
     for (i, load) in plans.iter().enumerate() {
-        let base = format!("{}-oha-{i}", result.name);
-        let out = env.work().join(format!("{base}.json"));
-        let log = env.work().join(format!("{base}.log"));
-        running.push(load::start(&env.oha, load, &out, &log)?);
+        let tag = format!("{}-oha-{i}", result.name);
+        running.push(load::start(&env.oha, load, env.work(), &tag)?);
     }
     let mut h2 = Vec::new();
     for plan in h2_plans {
@@ -233,24 +189,12 @@ pub(super) fn start_loads(
 }
 
 /// Waits for the loads and adds them to the result. Any request not answered 2xx fails the
-/// scenario, except:
-///
-/// - refusals when `refused_ok` (oha goes on after a final stop closed the ports);
-/// - HTTP/2 requests caught by a GOAWAY, at most one per oha worker per restart. When the old
-///   process drains it sends GOAWAY (first with the highest stream id, then, a round trip
-///   later, with the last stream it took), finishes those streams and closes the connection.
-///   oha's HTTP/2 workers do not look at the connection before each request (its HTTP/1 path
-///   does), so each worker's first request after the GOAWAY fails in one of two ways and the
-///   worker reconnects: hyper drops it unsent because the connection is closing ("operation
-///   was canceled": "a pending item was dropped before ever being processed"), or the server's
-///   final GOAWAY refuses its stream (hyper's "http2 error", whose cause oha does not print).
-///   Either way the server did not process it; RFC 9113 (6.8) makes such requests safe to
-///   retry, and real clients (hyper-util's pooled client, browsers) do. Measured: exactly one
-///   per worker per restart. More than that bound is a failure. The limit of this excuse: a
-///   stream the server processed and then reset would also read "http2 error", and would be
-///   hidden if it stayed within the bound. That is what the in-tree HTTP/2 client run beside
-///   oha closes: it retries only what RFC 9113 says the server did not process, and every
-///   request it loses fails the scenario, with no excuse.
+/// scenario, except refusals when `refused_ok` (oha goes on after a final stop closed the ports)
+/// and oha's HTTP/2 requests caught by a draining server's GOAWAY (dropped unsent, "operation
+/// was canceled"; or refused by the final GOAWAY, hyper's "http2 error", whose cause oha does
+/// not print): at most one per oha worker per restart (measured: exactly one), since oha's
+/// HTTP/2 workers do not check the connection before a request. Why these were not processed,
+/// and why every request of the in-tree client beside oha must succeed: see `h2load`.
 pub(super) fn finish_loads(
     result: &mut ScenarioResult,
     loads: Loads,
@@ -289,9 +233,9 @@ pub(super) fn finish_loads(
                 result.note(format!(
                     "{kind}: {caught} requests caught by a GOAWAY (canceled unsent, or refused \
                      by the final GOAWAY) and not retried by oha; at most {} per restart \
-                     allowed, one per oha worker (see finish_loads){}",
+                     allowed, one per oha worker (see finish_loads; the note of the in-tree \
+                     client beside it says whether it lost any request)",
                     conns * streams,
-                    in_tree_h2(result, k.tls)
                 ));
             }
         }
@@ -347,23 +291,4 @@ fn record_h2_client(result: &mut ScenarioResult, stats: H2Stats) {
         ));
     }
     result.h2_clients.push(stats);
-}
-
-/// What the in-tree client beside an HTTP/2 oha load found, for oha's GOAWAY note.
-fn in_tree_h2(result: &ScenarioResult, tls: bool) -> String {
-    let kind = if tls { "tls h2" } else { "h2c" };
-    match result.h2_clients.iter().find(|c| c.kind == kind) {
-        Some(c) if c.lost_total() == 0 => format!(
-            "; the in-tree {kind} client beside it, which retries only what RFC 9113 says the \
-             server did not process, lost none of its {} requests ({} answered after such a \
-             retry)",
-            c.requests, c.retried
-        ),
-        Some(c) => format!(
-            "; the in-tree {kind} client beside it lost {} of its {} requests",
-            c.lost_total(),
-            c.requests
-        ),
-        None => String::new(),
-    }
 }

@@ -4,26 +4,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-
-use nix::sys::signal::Signal;
+use anyhow::Result;
 
 use super::super::Env;
 use super::super::clients::SlowClients;
 use super::super::report::ScenarioResult;
-use super::super::verdict::judge;
 use super::{Scenario, finish_loads, start_loads};
 use crate::harness::demo::{Config, Demo};
-use crate::harness::exit_watch::ExitWatch;
+use crate::harness::interrupt;
 use crate::harness::load::Kind;
 use crate::harness::restart::ms;
-use crate::harness::{interrupt, process};
 
 /// `slow`: 1-5 s requests spanning restarts, with keep-alive load besides.
-pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
+pub(super) fn slow(env: &Env) -> Result<(ScenarioResult, Demo)> {
     let s = Scenario::Slow;
-    let mut result = ScenarioResult::new(s.name());
-    let mut demo = Demo::start(&env.files, s.name(), Config::default())?;
+    let mut result = ScenarioResult::new(&s.name());
+    let mut demo = Demo::start(&env.files, &s.name(), Config::default())?;
     // The old generation drains its slow requests (up to 5 s) before it exits; restarting
     // sooner than that would have three generations alive.
     let interval = env.interval().max(Duration::from_secs(6));
@@ -33,7 +29,7 @@ pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
     let loads = start_loads(env, &demo, &mut result, &[Kind::KEEPALIVE], planned)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let until = Instant::now() + planned.saturating_sub(Duration::from_secs(5));
-    let slow = SlowClients::start(demo.http_addr(1), 6, (1000, 5000), until, stopping);
+    let slow = SlowClients::start(demo.ports.http[1], 6, (1000, 5000), until, stopping);
     // Let slow requests get in flight before the first restart.
     interrupt::sleep(lead)?;
     for _ in 0..n {
@@ -62,36 +58,33 @@ pub(super) fn slow(env: &Env) -> Result<ScenarioResult> {
     if spanning == 0 {
         result.fail("no slow request was in flight across a restart: nothing was tested");
     }
-    judge(&mut demo, &mut result);
-    Ok(result)
+    Ok((result, demo))
 }
 
 /// `sigterm`: load and slow requests, then SIGTERM.
-pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
+pub(super) fn sigterm(env: &Env) -> Result<(ScenarioResult, Demo)> {
     let s = Scenario::Sigterm;
-    let mut result = ScenarioResult::new(s.name());
+    let mut result = ScenarioResult::new(&s.name());
     let config = Config::default();
     let stop_timeout = config.stop_timeout;
-    let mut demo = Demo::start(&env.files, s.name(), config)?;
+    let mut demo = Demo::start(&env.files, &s.name(), config)?;
     let before = Duration::from_secs(2);
     let after = Duration::from_secs(1);
     let loads = start_loads(env, &demo, &mut result, &[Kind::KEEPALIVE], before + after)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let until = Instant::now() + before + after;
     let slow = SlowClients::start(
-        demo.http_addr(1),
+        demo.ports.http[1],
         4,
         (1000, 3000),
         until,
         Arc::clone(&stopping),
     );
     interrupt::sleep(before)?;
-    let pid = demo.current();
-    let watch = ExitWatch::start(pid, stop_timeout + Duration::from_secs(5));
     stopping.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
-    process::signal(pid, Signal::SIGTERM).with_context(|| format!("SIGTERM to {pid}"))?;
-    let exited = watch.wait().map(|t| t - t0);
+    // SIGTERM, then the exit, then the group empty (whatever is left is killed, and fails).
+    let exited = demo.stop()?;
     let stats = slow.finish();
     finish_loads(&mut result, loads, true, 0)?;
     let in_flight = stats.spanning(&[t0]);
@@ -109,7 +102,7 @@ pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
         )),
         None => result.fail(format!(
             "still running {:?} after SIGTERM",
-            stop_timeout + Duration::from_secs(5)
+            demo.drain_limit() + Duration::from_secs(2)
         )),
     }
     for f in &stats.tally.failures {
@@ -118,17 +111,12 @@ pub(super) fn sigterm(env: &Env) -> Result<ScenarioResult> {
     if in_flight == 0 {
         result.fail("no slow request was in flight at SIGTERM: nothing was tested");
     }
-    if !demo.group.wait_empty(Duration::from_secs(2)) {
-        let left = demo.group.kill_all();
-        result.fail(format!("left running after the exit: {left:?}"));
-    }
     // The port is closed: nothing answers any more.
-    if std::net::TcpStream::connect_timeout(&demo.http_addr(0), Duration::from_secs(1)).is_ok() {
+    if std::net::TcpStream::connect_timeout(&demo.ports.http[0], Duration::from_secs(1)).is_ok() {
         result.fail(format!(
             "something still accepts on {} after the stop",
-            demo.http_addr(0)
+            demo.ports.http[0]
         ));
     }
-    judge(&mut demo, &mut result);
-    Ok(result)
+    Ok((result, demo))
 }

@@ -7,7 +7,6 @@ use anyhow::Result;
 
 use super::super::Env;
 use super::super::report::ScenarioResult;
-use super::super::verdict::judge;
 use super::{Scenario, TAIL, WARMUP, finish_loads, start_loads};
 use crate::harness::demo::{Config, Demo};
 use crate::harness::interrupt;
@@ -21,9 +20,9 @@ pub(super) fn run(
     kinds: &[Kind],
     config: Config,
     signals: impl Fn(usize) -> u32,
-) -> Result<ScenarioResult> {
-    let mut result = ScenarioResult::new(s.name());
-    let mut demo = Demo::start(&env.files, s.name(), config)?;
+) -> Result<(ScenarioResult, Demo)> {
+    let mut result = ScenarioResult::new(&s.name());
+    let mut demo = Demo::start(&env.files, &s.name(), config)?;
     if s == Scenario::SocketActivation {
         check_activation(&demo, &mut result);
     }
@@ -59,8 +58,7 @@ pub(super) fn run(
              as arriving during an upgrade (the rest arrived after the handover)"
         ));
     }
-    judge(&mut demo, &mut result);
-    Ok(result)
+    Ok((result, demo))
 }
 
 /// `double-signal`: the burst made exactly one new server process, one generation later.
@@ -98,7 +96,7 @@ fn check_one_generation(
 
 /// `socket-activation`: the first process adopted every socket systemd-socket-activate bound.
 fn check_activation(demo: &Demo, result: &mut ScenarioResult) {
-    let pid = demo.current();
+    let pid = demo.current;
     let log = demo.log_text();
     let mine = |l: &&str| l.contains("listening") && l.contains(&format!("pid={pid} "));
     let listening: Vec<&str> = log.lines().filter(mine).collect();
