@@ -228,8 +228,10 @@ pub fn spawn_command(command: &mut Command) -> Spawned {
         status: None,
         leads_group: true,
     };
-    let stdout = Output::capture(child.stdout.take().expect("stdout was piped"));
-    let stderr = Output::capture(child.stderr.take().expect("stderr was piped"));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        panic!("the output of {command:?} was piped, yet it has none");
+    };
+    let (stdout, stderr) = (Output::capture(stdout), Output::capture(stderr));
     // `std::process::Child` neither kills nor waits when dropped: `Proc` owns the process now.
     drop(child);
     Spawned {
