@@ -81,7 +81,6 @@ impl Runner {
             handle,
             commands,
         } = grace;
-        let net = &net;
         handle
             .metrics()
             .generation
@@ -93,8 +92,8 @@ impl Runner {
         // Handlers go in before anything is announced: the default action of SIGUSR2 and
         // SIGHUP is to terminate.
         let signals = Signals::install(upgrade_signal, reload_signal, stop_signals)?;
-        let listening = listen(net, servers, timeouts, &handle)?;
-        report_ready(net).await?;
+        let listening = listen(&net, servers, timeouts, &handle)?;
+        report_ready(&net).await?;
         // Only now: a successor that fails before it commits must not have taken connections
         // with it (the kernel queues them meanwhile, and the parent keeps accepting).
         let mut accepting = JoinSet::new();
@@ -103,7 +102,7 @@ impl Runner {
         }
         if net.has_parent() {
             // The parent rewrites the pid file when it commits; make sure of it, off the path.
-            let claiming = Arc::clone(net);
+            let claiming = Arc::clone(&net);
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = claiming.claim_pid_file() {
                     tracing::warn!(pid, error = %e, "the pid file does not name this process");
@@ -117,7 +116,7 @@ impl Runner {
         });
         Ok(Runner {
             drains: Drains::new(listening.drains, handle.clone()),
-            net: Arc::clone(net),
+            net,
             handle,
             commands,
             signals,

@@ -36,33 +36,27 @@ pub(crate) struct Inheritance {
 /// socket ready for use.
 pub(crate) fn from_env() -> Result<Inheritance, Error> {
     let (handed, owned) = sys::adopt_inherited()?;
+    let mut inheritance = Inheritance {
+        generation: handed.generation,
+        socket_files: handed.socket_files.clone(),
+        foreign_pid: handed.foreign_pid,
+        ..Inheritance::default()
+    };
+    // None: another `Net` in this process owns them already.
     let Some((sockets, ready)) = owned else {
-        // Another `Net` in this process owns them already.
-        return Ok(Inheritance {
-            generation: handed.generation,
-            socket_files: handed.socket_files,
-            foreign_pid: handed.foreign_pid,
-            ..Inheritance::default()
-        });
+        return Ok(inheritance);
     };
     // Only a parent of this library says which sockets it bound; without one, an inherited
     // socket may be held by whoever handed it in.
     let has_parent = ready.is_some();
-    let mut inherited = Vec::with_capacity(sockets.len());
     for (position, (fd, (_, name))) in sockets.into_iter().zip(&handed.fds).enumerate() {
         let bound = has_parent && handed.bound.contains(&position);
-        inherited.push(prepare(fd, name.clone(), bound)?);
+        inheritance.sockets.push(prepare(fd, name.clone(), bound)?);
     }
-    let ready_pipe = ready
+    inheritance.ready_pipe = ready
         .map(|fd| prepare_ready_pipe(fd, &handed))
         .transpose()?;
-    Ok(Inheritance {
-        sockets: inherited,
-        ready_pipe,
-        generation: handed.generation,
-        socket_files: handed.socket_files,
-        foreign_pid: handed.foreign_pid,
-    })
+    Ok(inheritance)
 }
 
 /// Makes an adopted socket ready for use: close-on-exec, nonblocking, kind and address known.
